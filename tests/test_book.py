@@ -1,0 +1,225 @@
+"""The book CLI: parameter validation, execution, staleness, failure handling, HTML build.
+
+Runs against the small fixture book in tests/fixtures/book (two notebooks: `good`, which
+records a claim, and `fails`, which raises when its `should_fail` parameter is true).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interp.book import params as P
+from interp.book.__main__ import main
+from interp.book.execute import library_hash as real_library_hash
+
+FIXTURE = Path(__file__).parent / "fixtures" / "book"
+
+
+@pytest.fixture
+def book(tmp_path, monkeypatch) -> Path:
+    # Pin the library hash so edits elsewhere in lib/ during a test run cannot make pages
+    # stale mid-test; test_library_change_makes_pages_stale covers the real hash.
+    monkeypatch.setattr("interp.book.execute.library_hash", lambda: "pinned")
+    root = tmp_path / "book"
+    shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("_build", "make_fixtures.py"))
+    return root
+
+
+def cli(root: Path, *args: str) -> int:
+    return main(["--root", str(root), *args])
+
+
+# --- parameters ---------------------------------------------------------------------------
+
+def test_parameters_cell_types_docs_and_constraints():
+    src = ('steps = 3  # how many {min: 1, max: 100}\n'
+           'label = "a # b"  # text with a hash\n'
+           'rate = 0.5\n'
+           'flag = True  # on/off\n'
+           'sizes = [1, 2]\n')
+    params = P.parse_parameters(src)
+    assert [p.type_name for p in params.values()] == ["int", "str", "float", "bool", "list"]
+    assert params["steps"].constraints == {"min": 1, "max": 100}
+    assert params["steps"].doc == "how many"
+    assert params["label"].default == "a # b" and params["label"].doc == "text with a hash"
+
+
+def test_parameters_cell_rejects_code_and_unknown_constraints():
+    with pytest.raises(P.ParamError, match="only `name = literal`"):
+        P.parse_parameters("import os\n")
+    with pytest.raises(P.ParamError, match="unknown constraint"):
+        P.parse_parameters("x = 1  # doc {maximum: 3}\n")
+
+
+@pytest.mark.parametrize("value,ok", [(3, True), (3.0, False), (True, False), ("3", False)])
+def test_int_parameters_accept_only_ints(value, ok):
+    params = P.parse_parameters("n = 1\n")
+    if ok:
+        assert P.validate(params, {"n": value}, "test") == {"n": value}
+    else:
+        with pytest.raises(P.ParamError, match="'n'.*expects type int"):
+            P.validate(params, {"n": value}, "test")
+
+
+def test_float_parameter_accepts_int_and_coerces():
+    params = P.parse_parameters("lr = 0.1\n")
+    out = P.validate(params, {"lr": 1}, "test")
+    assert out == {"lr": 1.0} and isinstance(out["lr"], float)
+
+
+def test_overrides_are_read_as_yaml():
+    assert P.parse_overrides(["a=3", "b=0.5", "c=hello", "d=[1, 2]", "e=true"]) == {
+        "a": 3, "b": 0.5, "c": "hello", "d": [1, 2], "e": True}
+    with pytest.raises(P.ParamError, match="key=value"):
+        P.parse_overrides(["novalue"])
+
+
+# --- CLI validation (exit 2 before any compute) --------------------------------------------
+
+def test_unknown_parameter_exits_2_naming_it_and_the_valid_names(book, capsys):
+    assert cli(book, "run", "good", "--profile", "cpu", "--set", "no_such_param=1") == 2
+    err = capsys.readouterr().err
+    assert "no_such_param" in err
+    assert "steps, scale, label, verbose, sizes" in err
+    assert not (book / "_build" / "executed" / "cpu" / "good.ipynb").exists()
+
+
+def test_text_for_int_exits_2_naming_parameter_and_type(book, capsys):
+    assert cli(book, "run", "good", "--profile", "cpu", "--set", "steps=many") == 2
+    err = capsys.readouterr().err
+    assert "'steps'" in err and "int" in err
+
+
+def test_unknown_key_in_profile_file_exits_2(book, capsys):
+    (book / "params" / "good" / "smoke.yaml").write_text("steps: 2\nstepz: 3\n")
+    assert cli(book, "run", "good", "--profile", "smoke") == 2
+    err = capsys.readouterr().err
+    assert "'stepz'" in err and "smoke.yaml" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "good", "--profile", "gpu"], "profile file not found"),
+    (["run", "good", "--profile", "huge"], "unknown profile 'huge'"),
+    (["run", "nope", "--profile", "cpu"], "unknown notebook 'nope'"),
+    (["run", "good", "--set", "steps=1000"], "'steps'.*<= 100"),
+    (["run", "good", "--set", "label=c"], "'label'.*one of"),
+])
+def test_bad_input_exits_2_with_a_clear_message(book, capsys, args, needle):
+    assert cli(book, *args) == 2
+    assert re.search(needle, capsys.readouterr().err)
+
+
+def test_list_shows_parameters_types_defaults_and_profiles(book, capsys):
+    assert cli(book, "list") == 0
+    out = capsys.readouterr().out
+    assert "book/good.ipynb  (profiles: cpu, smoke)" in out
+    assert "steps: int = 3 {'min': 1, 'max': 100}  # how many terms to sum" in out
+    assert "should_fail: bool = False" in out
+
+
+# --- execution, staleness, failure ---------------------------------------------------------
+
+def _outputs_text(nb: dict) -> str:
+    texts = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            texts.append("".join(out.get("text", "")))
+            for value in out.get("data", {}).values():
+                texts.append("".join(value) if isinstance(value, list) else str(value))
+    return "\n".join(texts)
+
+
+def test_run_executes_a_copy_with_parameters_claims_and_provenance(book, capsys):
+    source = (book / "book" / "good.ipynb").read_bytes()
+    assert cli(book, "run", "good", "--profile", "cpu", "--set", "steps=4") == 0
+    assert (book / "book" / "good.ipynb").read_bytes() == source  # source untouched
+    executed = json.loads((book / "_build/executed/cpu/good.ipynb").read_text())
+    text = _outputs_text(executed)
+    assert "total 2.5" in text  # cpu.yaml scale 0.25 x (1+2+3+4) from --set steps=4
+    assert "Provenance" in json.dumps(executed["cells"][-2])
+    assert "parameter hash" in text and "git revision" in text and "wall time" in text
+    assert executed["metadata"]["interp"]["parameters"]["steps"] == 4
+    records = [json.loads(x) for x in (book / "_build/executed/cpu/good.claims.jsonl")
+               .read_text().splitlines()]
+    assert records == [{"claim_id": "FX-1", "claim": "The scaled sum exceeds one.",
+                        "verdict": "reproduced", "numbers": {"total": 2.5}, "notebook": "good"}]
+
+    capsys.readouterr()
+    assert cli(book, "run", "good", "--profile", "cpu", "--set", "steps=4") == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli(book, "run", "good", "--profile", "cpu", "--set", "steps=5") == 0
+    assert "executed in" in capsys.readouterr().out
+
+
+def test_library_change_makes_pages_stale(book, capsys, monkeypatch):
+    assert re.fullmatch(r"[0-9a-f]{16}", real_library_hash())
+    assert cli(book, "run", "fails", "--profile", "smoke") == 0
+    assert cli(book, "run", "fails", "--profile", "smoke") == 0
+    assert "up to date" in capsys.readouterr().out
+    monkeypatch.setattr("interp.book.execute.library_hash", lambda: "changed")
+    assert cli(book, "run", "fails", "--profile", "smoke") == 0
+    assert "executed in" in capsys.readouterr().out
+
+
+def test_failure_exits_1_naming_notebook_and_cell_and_keeps_good_copies(book, capsys):
+    assert cli(book, "run", "fails", "--profile", "smoke") == 0
+    good_copy = (book / "_build/executed/smoke/fails.ipynb").read_bytes()
+    assert cli(book, "run", "fails", "--profile", "smoke", "--set", "should_fail=true") == 1
+    err = capsys.readouterr().err
+    assert "notebook fails failed at cell" in err and "if should_fail:" in err
+    assert "ValueError: deliberate failure" in err
+    assert (book / "_build/executed/smoke/failed/fails.ipynb").exists()
+    assert (book / "_build/executed/smoke/fails.ipynb").read_bytes() == good_copy
+
+
+def test_build_renders_html_offline_and_second_build_executes_nothing(book, capsys):
+    assert cli(book, "build", "--profile", "smoke") == 0
+    out = capsys.readouterr().out
+    assert "executed 2 notebook(s): good, fails" in out
+    html = book / "_build" / "smoke" / "html"
+    assert (html / "index.html").exists()
+    good = (html / "book" / "good.html").read_text()
+    assert "total 1.5" in good and "Provenance" in good
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', good)
+    assert scripts and not [s for s in scripts if s.startswith(("http:", "https:", "//"))]
+    assert any("mathjax/tex-mml-chtml.js" in s for s in scripts)
+    assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    claims_page = (html / "book" / "claims.html").read_text()
+    assert "FX-1" in claims_page and "reproduced" in claims_page
+    claims = json.loads((book / "_build" / "smoke" / "claims.json").read_text())
+    assert [(c["notebook"], c["claim_id"], c["verdict"]) for c in claims] == [
+        ("good", "FX-1", "reproduced")]
+
+    assert cli(book, "build", "--profile", "smoke") == 0
+    assert "executed 0 notebook(s): none" in capsys.readouterr().out
+
+
+def test_build_fails_when_a_notebook_fails_and_keeps_the_others(book, capsys):
+    assert cli(book, "build", "--profile", "cpu") == 1  # fails/cpu.yaml sets should_fail
+    err = capsys.readouterr().err
+    assert "1 notebook(s) failed: fails" in err
+    assert (book / "_build/executed/cpu/good.ipynb").exists()
+    assert (book / "_build/executed/cpu/failed/fails.ipynb").exists()
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "interp.book", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "build" in proc.stdout
+
+
+def test_real_book_notebooks_have_all_three_profiles_and_valid_parameters():
+    """Every notebook of the real book validates with smoke, cpu and gpu before CI runs it."""
+    from interp.book.project import Project
+
+    project = Project(Path(__file__).resolve().parents[1])
+    for nb in project.notebooks():
+        for profile in P.PROFILES:
+            P.resolve(nb, project.params_dir(nb), profile)
