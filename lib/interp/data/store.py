@@ -1,0 +1,508 @@
+"""On-disk activation store: harvest once, train many SAEs from shuffled float32 batches.
+
+Harvesting runs a jittable `activation_fn(tokens[B, T]) -> {site: array[B, T, d]}` over packed
+contexts and appends the results, cast to float16 or bfloat16 on the device, to shard files:
+
+    <store>/manifest.json             spec, sites, dtype, token count, per-shard sha256
+    <store>/tokens/shard-00000.bin    int32 [contexts, T]          (for max-activating examples)
+    <store>/<site>/shard-00000.bin    dtype [contexts, T, d_site]
+
+Why this shape:
+- *Bounded memory.* Each batch is written straight to the open shard file and hashed
+  incrementally, so resident memory is one batch plus one in flight, however long the harvest.
+- *Resumable.* A shard becomes visible (renamed from a `.partial` file and recorded in the
+  manifest) only when complete; an interrupted harvest restarts at the first unrecorded shard.
+  Shard boundaries depend only on `contexts_per_shard`, not on batch size or device count, so a
+  resumed store is the same as an uninterrupted one.
+- *Checked.* Every shard's size and SHA-256 are in the manifest and are checked whenever a
+  shard is read; a corrupt or truncated shard is reported by name and `harvest(...,
+  verify=True)` rebuilds exactly the bad shards.
+- *Shared.* By default the store lives in `cache_dir("activations", key)` where the key hashes
+  everything that determines it (model id, sites, tokens, corpus revision, dtype, shard size), so
+  two notebooks asking for the same activations share one harvest.
+- *Data parallel.* With several devices (or CPU devices forced with
+  `XLA_FLAGS=--xla_force_host_platform_device_count=N`) each batch is split across them with a
+  `jax.sharding.NamedSharding` over a 1-D mesh.
+
+Reading serves float32 batches through a shuffle buffer, optionally without the BOS position
+(column 0), whose residual norm is tens to hundreds of times that of other tokens and would
+otherwise dominate an SAE's reconstruction loss (GDM Progress Update #1; Anthropic, "Towards
+Monosemanticity", 2023).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from interp.cache import atomic_write_bytes, cache_dir, content_hash
+
+FORMAT_VERSION = 1
+STORAGE_DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+TOKENS = "tokens"
+DEFAULT_SHARD_BYTES = 64 << 20
+
+
+class CorruptShardError(RuntimeError):
+    """One or more shard files are missing, truncated or fail their checksum."""
+
+    def __init__(self, store: Path, problems: dict[str, str]):
+        self.store = Path(store)
+        self.problems = problems
+        listing = "; ".join(f"{name}: {why}" for name, why in sorted(problems.items()))
+        super().__init__(f"activation store {store}: {len(problems)} bad shard file(s): {listing}. "
+                         "Rebuild them with interp.data.store.harvest(..., verify=True).")
+
+
+class StoreMismatchError(ValueError):
+    """An existing store folder was written for a different spec."""
+
+
+class IncompleteStoreError(RuntimeError):
+    """The store's harvest was interrupted; calling `harvest` again resumes it."""
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Everything that determines a store's contents; its hash names the cache folder.
+
+    `model` must identify the activation function completely (architecture, weights, any
+    intervention), e.g. "smollm2-135m@<weights sha>"; the store cannot check this for you.
+    """
+
+    model: str
+    sites: dict[str, int]  # site -> feature dimension d
+    corpus_revision: str
+    tokens_sha256: str
+    n_contexts: int
+    context_length: int
+    dtype: str
+    contexts_per_shard: int
+    format: int = field(default=FORMAT_VERSION)
+
+    def key(self) -> str:
+        return content_hash("activation-store", asdict(self))
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_contexts // self.contexts_per_shard)
+
+    def shard_range(self, index: int) -> tuple[int, int]:
+        start = index * self.contexts_per_shard
+        return start, min(start + self.contexts_per_shard, self.n_contexts)
+
+
+def _dir_name(site: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", site)
+
+
+def _shard_name(owner: str, index: int) -> str:
+    return f"{_dir_name(owner)}/shard-{index:05d}.bin"
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _row_bytes(spec: StoreSpec, owner: str) -> int:
+    if owner == TOKENS:
+        return spec.context_length * 4
+    return spec.context_length * spec.sites[owner] * STORAGE_DTYPES[spec.dtype].itemsize
+
+
+# --- harvesting --------------------------------------------------------------------------------
+
+def _call(activation_fn: Callable, params, tokens):
+    return activation_fn(tokens) if params is None else activation_fn(params, tokens)
+
+
+def _compile(activation_fn: Callable, params, sites: Sequence[str], dtype: np.dtype):
+    """jit the function (cast on device); with several devices, the batch is split across them
+    and the parameters replicated. Parameters are jit *arguments*, not closure constants, so
+    XLA does not spend minutes constant-folding a model's weights into the program."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    cast = _jitted(activation_fn, tuple(sites), np.dtype(dtype).name)
+    devices = jax.devices()
+    if len(devices) == 1:
+        return cast, params, 1, None
+    mesh = Mesh(np.array(devices), ("data",))
+    params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    return cast, params, len(devices), NamedSharding(mesh, PartitionSpec("data"))
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted(activation_fn: Callable, sites: tuple[str, ...], dtype_name: str):
+    """One jitted wrapper per function, so a second harvest in the process skips compiling."""
+    import jax
+
+    dtype = STORAGE_DTYPES[dtype_name]
+
+    def cast(params, tokens):
+        out = _call(activation_fn, params, tokens)
+        return {s: out[s].astype(dtype) for s in sites}
+
+    return jax.jit(cast)
+
+
+def _probe_sites(activation_fn: Callable, params, context_length: int,
+                 sites: Sequence[str] | None) -> dict[str, int]:
+    import jax
+    import jax.numpy as jnp
+
+    shapes = jax.eval_shape(lambda t: _call(activation_fn, params, t),
+                            jax.ShapeDtypeStruct((2, context_length), jnp.int32))
+    if not isinstance(shapes, dict) or not shapes:
+        raise TypeError("activation_fn must return a non-empty dict {site: array[B, T, d]}")
+    names = sorted(shapes) if sites is None else list(sites)
+    missing = [s for s in names if s not in shapes]
+    if missing:
+        raise KeyError(f"activation_fn does not return sites {missing}; "
+                       f"it returns {sorted(shapes)}")
+    if TOKENS in names or len({_dir_name(s) for s in names} | {TOKENS}) != len(names) + 1:
+        raise ValueError(f"site names {names} collide with each other or with {TOKENS!r} on disk")
+    dims = {}
+    for s in names:
+        shape = shapes[s].shape
+        if len(shape) != 3 or shape[:2] != (2, context_length):
+            raise ValueError(f"site {s!r} has shape {shape} for tokens (2, {context_length}); "
+                             "expected (B, T, d)")
+        dims[s] = int(shape[2])
+    return dims
+
+
+def make_spec(activation_fn: Callable, tokens: np.ndarray, *, model: str, corpus_revision: str,
+              dtype: str = "bfloat16", sites: Sequence[str] | None = None,
+              contexts_per_shard: int | None = None,
+              shard_bytes: int = DEFAULT_SHARD_BYTES, params=None) -> StoreSpec:
+    """The spec (and so the cache key) of a harvest, without running the model."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"unknown storage dtype {dtype!r}; choose one of {sorted(STORAGE_DTYPES)}")
+    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must be a non-empty [contexts, T>=2] array, got {tokens.shape}")
+    n, t = tokens.shape
+    dims = _probe_sites(activation_fn, params, t, sites)
+    if contexts_per_shard is None:
+        widest = max(dims.values()) * t * STORAGE_DTYPES[dtype].itemsize
+        contexts_per_shard = max(1, shard_bytes // widest)
+    if contexts_per_shard < 1:
+        raise ValueError(f"contexts_per_shard must be positive, got {contexts_per_shard}")
+    return StoreSpec(model=model, sites=dims, corpus_revision=corpus_revision,
+                     tokens_sha256=_sha256(tokens.tobytes()), n_contexts=n, context_length=t,
+                     dtype=dtype, contexts_per_shard=int(min(contexts_per_shard, n)))
+
+
+def _new_manifest(spec: StoreSpec) -> dict:
+    return {"format": FORMAT_VERSION, "spec": asdict(spec), "model": spec.model,
+            "sites": spec.sites, "corpus_revision": spec.corpus_revision, "dtype": spec.dtype,
+            "n_contexts": spec.n_contexts, "context_length": spec.context_length,
+            "token_count": spec.n_contexts * spec.context_length,
+            "contexts_per_shard": spec.contexts_per_shard, "n_shards": spec.n_shards,
+            "shards": {}, "complete": False}
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    atomic_write_bytes(path / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+
+def _check_file(path: Path, name: str, entry: dict, full: bool) -> str | None:
+    file = path / name
+    if not file.exists():
+        return "missing"
+    size = file.stat().st_size
+    if size != entry["bytes"]:
+        return f"truncated or padded ({size} bytes, expected {entry['bytes']})"
+    if full:
+        with open(file, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != entry["sha256"]:
+            return (f"checksum mismatch (sha256 {digest[:12]}..., "
+                    f"expected {entry['sha256'][:12]}...)")
+    return None
+
+
+def check_shards(path: Path, manifest: dict, full: bool = True) -> dict[str, str]:
+    """{shard file name: problem} for every recorded shard file that is bad."""
+    problems = {}
+    for shard in manifest["shards"].values():
+        for name, entry in shard["files"].items():
+            why = _check_file(path, name, entry, full)
+            if why:
+                problems[name] = why
+    return problems
+
+
+def harvest(activation_fn: Callable, tokens: np.ndarray, *, model: str, corpus_revision: str,
+            dtype: str = "bfloat16", sites: Sequence[str] | None = None, batch_size: int = 8,
+            contexts_per_shard: int | None = None, shard_bytes: int = DEFAULT_SHARD_BYTES,
+            path: str | os.PathLike | None = None, verify: bool = False, progress: bool = True,
+            on_shard: Callable[[int], None] | None = None, params=None) -> ActivationStore:
+    """Harvest (or resume, or reuse) the store of `activation_fn` on packed `tokens`.
+
+    `activation_fn(tokens[B, T]) -> {site: [B, T, d]}` must be jittable and deterministic;
+    with `params` (a pytree, e.g. model weights) it is called as `activation_fn(params, tokens)`
+    and the weights are passed to the compiled function instead of baked into it.
+    Without `path` the store goes to the content-addressed cache. With `verify=True` every
+    existing shard is re-hashed and bad ones are harvested again (the repair path).
+    `on_shard(i)` is called after shard i is committed (progress hooks, tests of resumption).
+    """
+    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+    spec = make_spec(activation_fn, tokens, model=model, corpus_revision=corpus_revision,
+                     dtype=dtype, sites=sites, contexts_per_shard=contexts_per_shard,
+                     shard_bytes=shard_bytes, params=params)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    path = Path(path) if path is not None else cache_dir("activations", spec.key())
+    path.mkdir(parents=True, exist_ok=True)
+    # One harvester per store: a second process asking for the same store waits, then reuses it.
+    with open(path / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _harvest_locked(activation_fn, params, tokens, spec, path, batch_size=batch_size,
+                               verify=verify, progress=progress, on_shard=on_shard)
+
+
+def _harvest_locked(activation_fn, params, tokens, spec: StoreSpec, path: Path, *,
+                    batch_size: int, verify: bool, progress: bool, on_shard) -> ActivationStore:
+    from tqdm.auto import tqdm
+
+    dtype = spec.dtype
+    manifest_path = path / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("spec") != json.loads(json.dumps(asdict(spec))):
+            old, new = manifest.get("spec", {}), json.loads(json.dumps(asdict(spec)))
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise StoreMismatchError(f"{path} holds a store with a different spec (fields {diff}); "
+                                     "use another path or delete it")
+        bad = check_shards(path, manifest, full=verify)
+        for name in bad:
+            index = int(name.rsplit("-", 1)[1].split(".")[0])
+            manifest["shards"].pop(str(index), None)
+        if bad:
+            manifest["complete"] = False
+            _write_manifest(path, manifest)
+        if manifest["complete"]:
+            return ActivationStore(path)
+    else:
+        manifest = _new_manifest(spec)
+        _write_manifest(path, manifest)
+    for stale in path.glob("*/.*.partial"):
+        stale.unlink()
+
+    owners = [TOKENS, *spec.sites]
+    for owner in owners:
+        (path / _dir_name(owner)).mkdir(exist_ok=True)
+    storage = STORAGE_DTYPES[dtype]
+    todo = [i for i in range(spec.n_shards) if str(i) not in manifest["shards"]]
+    if todo:
+        import jax
+
+        fn, params, n_devices, sharding = _compile(activation_fn, params, list(spec.sites),
+                                                   storage)
+        padded = -(-batch_size // n_devices) * n_devices
+        manifest["harvest"] = {"devices": n_devices, "batch_size": padded,
+                               "backend": jax.default_backend()}
+        bar = tqdm(total=sum(np.subtract(*spec.shard_range(i)[::-1]) for i in todo),
+                   desc=f"harvest {len(spec.sites)} site(s)", unit="ctx", disable=not progress)
+        for index in todo:
+            start, stop = spec.shard_range(index)
+            files = {o: path / f".{Path(_shard_name(o, index)).name}.partial" for o in owners}
+            handles = {o: open(f.parent / _dir_name(o) / f.name, "wb") for o, f in files.items()}
+            hashers = {o: hashlib.sha256() for o in owners}
+
+            def write(owner: str, array: np.ndarray) -> None:
+                data = np.ascontiguousarray(array).view(np.uint8).data
+                handles[owner].write(data)
+                hashers[owner].update(data)
+
+            def launch(lo: int):
+                hi = min(lo + padded, stop)
+                batch = tokens[lo:hi]
+                if hi - lo < padded:  # pad with copies of the last row; outputs are dropped
+                    batch = np.concatenate([batch, np.repeat(batch[-1:], padded - (hi - lo), 0)])
+                if sharding is not None:
+                    batch = jax.device_put(batch, sharding)
+                return lo, hi, fn(params, batch)  # dispatched asynchronously
+
+            try:
+                pending = launch(start)
+                while pending is not None:
+                    lo, hi, out = pending
+                    # Dispatch the next batch before blocking on this one's transfer.
+                    pending = launch(hi) if hi < stop else None
+                    write(TOKENS, tokens[lo:hi])
+                    for site in spec.sites:
+                        write(site, np.asarray(out[site])[: hi - lo])
+                    bar.update(hi - lo)
+            finally:
+                for h in handles.values():
+                    h.flush()
+                    os.fsync(h.fileno())
+                    h.close()
+            entry = {"contexts": [start, stop], "files": {}}
+            for owner in owners:
+                name = _shard_name(owner, index)
+                partial = path / _dir_name(owner) / files[owner].name
+                expected = (stop - start) * _row_bytes(spec, owner)
+                if partial.stat().st_size != expected:
+                    raise RuntimeError(f"{name}: wrote {partial.stat().st_size} bytes, "
+                                       f"expected {expected}")
+                partial.replace(path / name)
+                entry["files"][name] = {"bytes": expected, "sha256": hashers[owner].hexdigest()}
+            manifest["shards"][str(index)] = entry
+            _write_manifest(path, manifest)
+            if on_shard is not None:
+                on_shard(index)
+        bar.close()
+    manifest["complete"] = len(manifest["shards"]) == spec.n_shards
+    _write_manifest(path, manifest)
+    return ActivationStore(path)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+class ActivationStore:
+    """A complete harvest on disk; reads verify each shard's checksum as they load it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"no activation store at {self.path} (manifest.json missing)")
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: store format {self.manifest.get('format')}, "
+                             f"this code reads {FORMAT_VERSION}")
+        if not self.manifest["complete"]:
+            raise IncompleteStoreError(
+                f"{self.path}: harvest incomplete ({len(self.manifest['shards'])} of "
+                f"{self.manifest['n_shards']} shards); call harvest(...) again to resume")
+        self.spec = StoreSpec(**self.manifest["spec"])
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({self.spec.model!r}, sites={list(self.sites)}, "
+                f"tokens={self.token_count:,}, dtype={self.dtype}, path={str(self.path)!r})")
+
+    @property
+    def sites(self) -> dict[str, int]:
+        return dict(self.spec.sites)
+
+    @property
+    def dtype(self) -> str:
+        return self.spec.dtype
+
+    @property
+    def token_count(self) -> int:
+        return self.spec.n_contexts * self.spec.context_length
+
+    def verify(self) -> None:
+        """Re-hash every shard; raise CorruptShardError naming each bad file."""
+        problems = check_shards(self.path, self.manifest, full=True)
+        if problems:
+            raise CorruptShardError(self.path, problems)
+
+    def _load(self, owner: str, index: int, verify: bool = True) -> np.ndarray:
+        name = _shard_name(owner, index)
+        entry = self.manifest["shards"][str(index)]["files"][name]
+        file = self.path / name
+        why = _check_file(self.path, name, entry, full=False)
+        if why:
+            raise CorruptShardError(self.path, {name: why})
+        data = file.read_bytes()
+        if verify and _sha256(data) != entry["sha256"]:
+            raise CorruptShardError(self.path, {name: "checksum mismatch"})
+        start, stop = self.spec.shard_range(index)
+        t = self.spec.context_length
+        if owner == TOKENS:
+            return np.frombuffer(data, np.int32).reshape(stop - start, t)
+        d = self.spec.sites[owner]
+        return np.frombuffer(data, STORAGE_DTYPES[self.dtype]).reshape(stop - start, t, d)
+
+    def tokens(self) -> np.ndarray:
+        """All harvested token ids [contexts, T] (for finding max-activating examples)."""
+        return np.concatenate([self._load(TOKENS, i) for i in range(self.spec.n_shards)])
+
+    def read(self, site: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Contexts [start, stop) of one site in harvest order, float32 [n, T, d]."""
+        self._check_site(site)
+        stop = self.spec.n_contexts if stop is None else stop
+        per = self.spec.contexts_per_shard
+        parts = []
+        for i in range(start // per, -(-stop // per)):
+            lo, _ = self.spec.shard_range(i)
+            block = self._load(site, i)
+            parts.append(block[max(start - lo, 0): stop - lo])
+        return np.concatenate(parts).astype(np.float32)
+
+    def num_rows(self, drop_bos: bool = True) -> int:
+        """Activation vectors served per epoch by `batches`."""
+        return self.spec.n_contexts * (self.spec.context_length - int(drop_bos))
+
+    def _check_site(self, site: str) -> None:
+        if site not in self.spec.sites:
+            raise KeyError(f"site {site!r} not in store; it has {sorted(self.spec.sites)}")
+
+    def batches(self, site: str | Sequence[str], batch_size: int, *, seed: int, epoch: int = 0,
+                drop_bos: bool = True, buffer_rows: int = 1 << 17, drop_remainder: bool = False,
+                verify: bool = True) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
+        """One epoch of shuffled float32 batches [batch_size, d] (a dict for several sites).
+
+        Shards are visited in a seeded random order and their rows poured into a buffer of
+        about `buffer_rows`; whenever it is full it is shuffled and all but half is emitted.
+        Every row is served exactly once per epoch; memory is bounded by the buffer plus a
+        shard. Several sites are served with the same permutation (rows stay aligned).
+        """
+        sites = [site] if isinstance(site, str) else list(site)
+        for s in sites:
+            self._check_site(s)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        rng = np.random.default_rng([seed, epoch])
+        pool: dict[str, list[np.ndarray]] = {s: [] for s in sites}
+        pooled = 0
+
+        def emit(rows: dict[str, np.ndarray], final: bool):
+            n = len(next(iter(rows.values())))
+            end = n if final else n - n % batch_size
+            for lo in range(0, end, batch_size):
+                if final and drop_remainder and lo + batch_size > n:
+                    break
+                out = {s: rows[s][lo:lo + batch_size].astype(np.float32) for s in sites}
+                yield out[sites[0]] if isinstance(site, str) else out
+            return {s: rows[s][end:] for s in sites}
+
+        for index in rng.permutation(self.spec.n_shards):
+            for s in sites:
+                block = self._load(s, int(index), verify=verify)
+                if drop_bos:
+                    block = block[:, 1:]
+                pool[s].append(block.reshape(-1, block.shape[-1]))
+            pooled += len(pool[sites[0]][-1])
+            if pooled >= buffer_rows:
+                perm = rng.permutation(pooled)
+                rows = {s: np.concatenate(pool[s])[perm] for s in sites}
+                keep = min(buffer_rows // 2, pooled)
+                head = {s: rows[s][: pooled - keep] for s in sites}
+                rest = yield from emit(head, final=False)
+                pool = {s: [rest[s], rows[s][pooled - keep:]] for s in sites}
+                pooled = len(rest[sites[0]]) + keep
+        if pooled:
+            perm = rng.permutation(pooled)
+            rows = {s: np.concatenate(pool[s])[perm] for s in sites}
+            yield from emit(rows, final=True)
+
+
+def open_store(path: str | os.PathLike) -> ActivationStore:
+    return ActivationStore(path)
