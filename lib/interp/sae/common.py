@@ -1,0 +1,87 @@
+"""Pieces shared by every architecture: initialisation of the dictionary, the decoder, the
+reconstruction error and the decoder-norm constraint (snippets.md section 1.1)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .config import SAEConfig
+
+
+def init_dictionary(key, cfg: SAEConfig) -> dict:
+    """W_dec rows (the dictionary directions d_i) random on the sphere, scaled to
+    `decoder_init_norm` unless the norm is pinned to 1; W_enc = W_dec^T or an independent draw
+    of the same scale; zero biases."""
+    k_dec, k_enc = jax.random.split(key)
+    W_dec = jax.random.normal(k_dec, (cfg.d_sae, cfg.d_in), jnp.float32)
+    W_dec = W_dec / jnp.linalg.norm(W_dec, axis=-1, keepdims=True)
+    if cfg.decoder_norm != "unit":
+        W_dec = W_dec * cfg.decoder_init_norm
+    if cfg.encoder_init_transpose:
+        W_enc = W_dec.T
+    else:
+        W_enc = jax.random.normal(k_enc, (cfg.d_in, cfg.d_sae), jnp.float32)
+        W_enc = W_enc / jnp.linalg.norm(W_enc, axis=0, keepdims=True) * jnp.linalg.norm(
+            W_dec, axis=-1)
+    return {
+        "W_enc": W_enc,
+        "W_dec": W_dec,
+        "b_dec": jnp.zeros((cfg.d_in,), jnp.float32),
+    }
+
+
+def encoder_matmul(params: dict, x, cfg: SAEConfig):
+    """W_enc^T (x - b_dec), computed as x W_enc - b_dec W_enc: the same number, but then the
+    gradient with respect to b_dec is a vector-matrix product instead of a sixth
+    (batch x d_sae x d_in) matmul, which autodiff of (x - b_dec) W_enc would spend."""
+    h = x @ params["W_enc"]
+    if cfg.pre_encoder_bias:
+        h = h - params["b_dec"] @ params["W_enc"]
+    return h
+
+
+def decode(params: dict, f, cfg: SAEConfig | None = None):
+    """x_hat = W_dec f + b_dec (same for every architecture)."""
+    return f @ params["W_dec"] + params["b_dec"]
+
+
+def decoder_norms(params: dict):
+    return jnp.linalg.norm(params["W_dec"], axis=-1)
+
+
+def squared_error(x, x_hat, cfg: SAEConfig, input_sq_norm=1.0):
+    """Per-example reconstruction loss: ||x - x_hat||^2, divided by d_in for
+    mse_reduction='mean' (GDM) and by E||x||^2 if mse_normalise_by_input_norm."""
+    err = jnp.sum((x - x_hat) ** 2, axis=-1)
+    if cfg.mse_reduction == "mean":
+        err = err / cfg.d_in
+    if cfg.mse_normalise_by_input_norm:
+        err = err / input_sq_norm
+    return err
+
+
+def project_decoder_grad(grad_W_dec, W_dec, cfg: SAEConfig):
+    """Remove the gradient component parallel to each unit-norm d_i, g_i <- g_i - (g_i.d_i) d_i,
+    so Adam does not waste its step on a change the renormalisation would undo."""
+    if cfg.decoder_norm != "unit":
+        return grad_W_dec
+    unit = W_dec / jnp.linalg.norm(W_dec, axis=-1, keepdims=True)
+    return grad_W_dec - jnp.sum(grad_W_dec * unit, axis=-1, keepdims=True) * unit
+
+
+def constrain_decoder(W_dec, cfg: SAEConfig):
+    """After each step: ||d_i|| = 1 ("unit"), ||d_i|| <= 1 ("at_most_one"), or nothing."""
+    if cfg.decoder_norm == "free":
+        return W_dec
+    norms = jnp.linalg.norm(W_dec, axis=-1, keepdims=True)
+    if cfg.decoder_norm == "unit":
+        return W_dec / jnp.maximum(norms, 1e-12)
+    return W_dec / jnp.maximum(norms, 1.0)
+
+
+def sparsity_weights(params: dict, cfg: SAEConfig):
+    """Per-latent weight of the L1 penalty: ||d_i|| when weighted by decoder norm, else 1."""
+    if cfg.l1_weighted_by_decoder_norm:
+        return decoder_norms(params)
+    return 1.0

@@ -1,0 +1,32 @@
+"""Top-k SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): keep the k largest
+pre-activations per token (then ReLU), so sparsity is set directly and no L1 term is needed."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import common, relu
+from .config import SAEConfig
+
+FEATURE_AXES = relu.FEATURE_AXES
+SAELENS_NAME = "topk"
+init = relu.init
+pre_activations = relu.pre_activations
+
+
+def keep_top_k(z, k: int):
+    """Zero all but the k largest entries of each row (ties at the k-th value are kept)."""
+    kth = jax.lax.top_k(z, k)[0][..., -1:]
+    return jnp.where(z >= kth, jax.nn.relu(z), 0.0)
+
+
+def encode(params, x, cfg: SAEConfig):
+    return keep_top_k(pre_activations(params, x, cfg), cfg.k)
+
+
+def forward(params, x, cfg: SAEConfig) -> dict:
+    z = pre_activations(params, x, cfg)
+    f = keep_top_k(z, cfg.k)
+    x_hat = common.decode(params, f)
+    return {"z": z, "f": f, "x_hat": x_hat, "sparsity": jnp.zeros(x.shape[:-1], x.dtype)}

@@ -1,0 +1,449 @@
+"""Training: one pure, jitted step over an explicit `TrainState`; `train` drives it from any
+iterator of activation batches; `train_sweep` vmaps the same step over stacked states so a
+sweep over L1 coefficients (or seeds, or any scalar in `SWEEPABLE`) is one compiled program.
+
+Sweepable scalars travel in a dict `h` of arrays next to the state (not in the static config),
+which is what lets `jax.vmap` map over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import common, dead as dead_lib, registry
+from .config import SWEEPABLE, SAEConfig
+from .model import SAE, fold_input_scale
+
+METRIC_NAMES = ("loss", "recon_loss", "sparsity_loss", "dead_loss", "mse", "l0", "fvu", "lr")
+
+
+class TrainState(NamedTuple):
+    """Everything that determines the rest of a run (so a checkpoint of it resumes exactly)."""
+
+    params: dict
+    adam_m: dict
+    adam_v: dict
+    adam_count: Any          # int32: Adam steps taken (bias correction)
+    step: Any                # int32: training steps done == batches consumed
+    rng: Any                 # uint32[2]: PRNG key for resampling
+    steps_since_fired: Any   # int32[d_sae]
+    fire_count: Any          # float32[d_sae]: firings in the current logging window
+    window_tokens: Any       # float32: tokens in the current logging window
+    last_resample_step: Any  # int32: step of the last resampling event (LR re-warm-up)
+    input_scale: Any         # float32: c in x_train = c * x (1 unless input_normalisation)
+    input_sq_norm: Any       # float32: E||c x||^2, for mse_normalise_by_input_norm
+    metric_sums: dict        # float32 sums of METRIC_NAMES over the logging window
+    metric_count: Any        # float32: steps in the window
+    first_nonfinite_step: Any  # int32: first step with a non-finite loss, -1 if none
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN/inf; the last good checkpoint (if any) is left untouched."""
+
+
+# --------------------------------------------------------------------------- initialisation
+def input_statistics(batches: list, cfg: SAEConfig) -> dict:
+    """Input scale c (E||c x|| = sqrt(d_in) under input_normalisation='sqrt_d'), E||c x||^2 and
+    the mean of c x, estimated on a few batches."""
+    x = np.concatenate([np.asarray(b, np.float32) for b in batches], axis=0)
+    mean_norm = float(np.mean(np.linalg.norm(x, axis=-1)))
+    scale = math.sqrt(cfg.d_in) / mean_norm if cfg.input_normalisation == "sqrt_d" else 1.0
+    x = x * scale
+    return {"input_scale": scale, "input_sq_norm": float(np.mean(np.sum(x**2, -1))),
+            "mean": x.mean(axis=0)}
+
+
+def init_state(cfg: SAEConfig, stats: dict, seed) -> TrainState:
+    """A fresh state; `seed` may be a traced scalar (vmapped over in seed sweeps)."""
+    key = jax.random.PRNGKey(seed)
+    k_init, k_run = jax.random.split(key)
+    params = registry.get(cfg.architecture).init(k_init, cfg)
+    if cfg.b_dec_init == "mean":
+        params["b_dec"] = jnp.asarray(stats["mean"], jnp.float32)
+    # distinct buffers for every leaf (W_enc may alias W_dec.T's input): the step donates them
+    params = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), params)
+    zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    return TrainState(
+        params=params, adam_m=zeros(), adam_v=zeros(),
+        adam_count=jnp.int32(0), step=jnp.int32(0), rng=k_run,
+        steps_since_fired=jnp.zeros((cfg.d_sae,), jnp.int32),
+        fire_count=jnp.zeros((cfg.d_sae,), jnp.float32), window_tokens=f32(0.0),
+        last_resample_step=jnp.int32(-(2**30)),
+        input_scale=f32(stats["input_scale"]), input_sq_norm=f32(stats["input_sq_norm"]),
+        metric_sums={k: f32(0.0) for k in METRIC_NAMES}, metric_count=f32(0.0),
+        first_nonfinite_step=jnp.int32(-1),
+    )
+
+
+# --------------------------------------------------------------------------- schedules
+def learning_rate(step, last_resample_step, h, cfg: SAEConfig):
+    """lr x linear warm-up x linear cooldown over the last `lr_decay_fraction` of training x
+    cosine re-warm-up from `resample_rewarm_start` after each resampling event (GDM)."""
+    step = step.astype(jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1.0) / jnp.maximum(h["lr_warmup_steps"], 1.0))
+    warm = jnp.where(h["lr_warmup_steps"] > 0, warm, 1.0)
+    lr = h["lr"] * warm
+    if cfg.lr_decay_fraction > 0:
+        decay_start = cfg.steps * (1.0 - cfg.lr_decay_fraction)
+        lr = lr * jnp.clip((cfg.steps - step) / (cfg.steps - decay_start), 0.0, 1.0)
+    if cfg.dead_strategy == "resample" and cfg.resample_rewarm_steps > 0:
+        t = step - last_resample_step.astype(jnp.float32)
+        a = cfg.resample_rewarm_start
+        cos = a + (1 - a) * 0.5 * (1 - jnp.cos(jnp.pi * t / cfg.resample_rewarm_steps))
+        lr = lr * jnp.where((t >= 0) & (t < cfg.resample_rewarm_steps), cos, 1.0)
+    return lr
+
+
+def l1_scale(step, h):
+    s = jnp.minimum(1.0, (step.astype(jnp.float32) + 1.0) / jnp.maximum(h["l1_warmup_steps"], 1.0))
+    return jnp.where(h["l1_warmup_steps"] > 0, s, 1.0)
+
+
+# --------------------------------------------------------------------------- loss and step
+def loss_fn(params, x, dead, step, input_sq_norm, h, cfg: SAEConfig):
+    """Total loss (mean over the batch) and its terms. x is in training units."""
+    out = registry.get(cfg.architecture).forward(params, x, cfg)
+    recon = common.squared_error(x, out["x_hat"], cfg, input_sq_norm)
+    recon_loss = jnp.mean(recon)
+    if "aux_recon" in out:  # gated: the gate path reconstructs through a frozen decoder
+        recon_loss = recon_loss + jnp.mean(
+            common.squared_error(x, out["aux_recon"], cfg, input_sq_norm))
+    sparsity_loss = h["l1_coeff"] * l1_scale(step, h) * jnp.mean(out["sparsity"])
+    if cfg.architecture == "topk":
+        sparsity_loss = jnp.zeros_like(recon_loss)
+    if cfg.dead_strategy in ("ghost", "ghost_scaled", "ghost_all"):
+        dead_loss = dead_lib.ghost_loss(params, x, out["z"], out["x_hat"], recon, dead, cfg)
+    elif cfg.dead_strategy == "auxk":
+        dead_loss = h["aux_k_coeff"] * dead_lib.auxk_loss(params, x, out["z"], out["x_hat"],
+                                                          dead, cfg)
+    else:
+        dead_loss = jnp.zeros_like(recon_loss)
+    loss = recon_loss + sparsity_loss + dead_loss
+    return loss, {"out": out, "recon_loss": recon_loss, "sparsity_loss": sparsity_loss,
+                  "dead_loss": dead_loss}
+
+
+def adam_update(params, grads, m, v, count, lr, h, cfg: SAEConfig):
+    """Adam (Kingma & Ba) written out, so resampling can zero the moments of single rows."""
+    b1, b2 = h["adam_beta1"], h["adam_beta2"]
+    t = (count + 1).astype(jnp.float32)
+    m = jax.tree_util.tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, m, grads)
+    v = jax.tree_util.tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, v, grads)
+    c1, c2 = 1 - b1**t, 1 - b2**t
+    params = jax.tree_util.tree_map(
+        lambda p, m_, v_: p - lr * (m_ / c1) / (jnp.sqrt(v_ / c2) + cfg.adam_eps), params, m, v)
+    return params, m, v, count + 1
+
+
+def train_step(cfg: SAEConfig, state: TrainState, x, h: dict) -> TrainState:
+    """One optimisation step on a raw batch x of shape (batch, d_in)."""
+    x = x.astype(jnp.float32) * state.input_scale
+    dead = dead_lib.dead_mask(state.steps_since_fired, state.step, cfg)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, x, dead, state.step, state.input_sq_norm, h, cfg)
+    grads = dict(grads)
+    grads["W_dec"] = common.project_decoder_grad(grads["W_dec"], state.params["W_dec"], cfg)
+    if cfg.grad_clip_norm is not None:
+        norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+        factor = jnp.minimum(1.0, cfg.grad_clip_norm / (norm + 1e-12))
+        grads = jax.tree_util.tree_map(lambda g: g * factor, grads)
+    lr = learning_rate(state.step, state.last_resample_step, h, cfg)
+    params, m, v, count = adam_update(state.params, grads, state.adam_m, state.adam_v,
+                                      state.adam_count, lr, h, cfg)
+    params["W_dec"] = common.constrain_decoder(params["W_dec"], cfg)
+
+    out = aux["out"]
+    active = out["f"] > 0
+    fired = jnp.any(active, axis=0)
+    err = jnp.sum((x - out["x_hat"]) ** 2, -1)
+    var = jnp.sum((x - jnp.mean(x, axis=0)) ** 2, -1)
+    step_metrics = {
+        "loss": loss, "recon_loss": aux["recon_loss"], "sparsity_loss": aux["sparsity_loss"],
+        "dead_loss": aux["dead_loss"], "mse": jnp.mean(err) / state.input_scale**2,
+        "l0": jnp.mean(jnp.sum(active, -1).astype(jnp.float32)),
+        "fvu": jnp.sum(err) / jnp.sum(var), "lr": lr,
+    }
+    finite = jnp.isfinite(loss)
+    return TrainState(
+        params=params, adam_m=m, adam_v=v, adam_count=count, step=state.step + 1,
+        rng=state.rng,
+        steps_since_fired=jnp.where(fired, 0, state.steps_since_fired + 1),
+        fire_count=state.fire_count + jnp.sum(active, axis=0).astype(jnp.float32),
+        window_tokens=state.window_tokens + x.shape[0],
+        last_resample_step=state.last_resample_step,
+        input_scale=state.input_scale, input_sq_norm=state.input_sq_norm,
+        metric_sums={k: state.metric_sums[k] + step_metrics[k] for k in METRIC_NAMES},
+        metric_count=state.metric_count + 1,
+        first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
+                                       state.step, state.first_nonfinite_step),
+    )
+
+
+def resample_step(cfg: SAEConfig, state: TrainState, x) -> TrainState:
+    """A resampling event on batch x (raw units), after the step that used it."""
+    x = x.astype(jnp.float32) * state.input_scale
+    dead = state.steps_since_fired >= cfg.dead_window_steps
+    arch = registry.get(cfg.architecture)
+    x_hat = common.decode(state.params, arch.encode(state.params, x, cfg))
+    rng, key = jax.random.split(state.rng)
+    params, m, v = dead_lib.resample(state.params, state.adam_m, state.adam_v, dead, x, x_hat,
+                                     key, cfg)
+    return state._replace(
+        params=params, adam_m=m, adam_v=v, rng=rng,
+        steps_since_fired=jnp.where(dead, 0, state.steps_since_fired),
+        last_resample_step=state.step)
+
+
+def window_summary(state: TrainState, cfg: SAEConfig) -> dict:
+    """Window means of the step metrics plus dead and dense fractions (arrays; vmappable)."""
+    n = jnp.maximum(state.metric_count, 1.0)
+    summary = {k: state.metric_sums[k] / n for k in METRIC_NAMES}
+    density = state.fire_count / jnp.maximum(state.window_tokens, 1.0)
+    summary["dead_fraction"] = jnp.mean(
+        (state.steps_since_fired >= cfg.dead_window_steps).astype(jnp.float32))
+    summary["dense_fraction"] = jnp.mean((density > cfg.dense_threshold).astype(jnp.float32))
+    summary["step"] = state.step
+    return summary
+
+
+def reset_window(state: TrainState) -> TrainState:
+    z = jnp.zeros_like
+    return state._replace(fire_count=z(state.fire_count), window_tokens=z(state.window_tokens),
+                          metric_sums={k: z(v) for k, v in state.metric_sums.items()},
+                          metric_count=z(state.metric_count))
+
+
+# --------------------------------------------------------------------------- state -> SAE
+def to_sae(state: TrainState, cfg: SAEConfig) -> SAE:
+    """The trained SAE in raw input units (input scale folded into the weights)."""
+    params = jax.tree_util.tree_map(jnp.asarray, state.params)
+    return SAE(fold_input_scale(params, state.input_scale), cfg)
+
+
+def sweep_member(state: TrainState, i: int) -> TrainState:
+    """Run i of a stacked sweep state."""
+    return jax.tree_util.tree_map(lambda a: a[i], state)
+
+
+def sweep_configs(config: SAEConfig, sweep: dict[str, Any]) -> list[SAEConfig]:
+    """One validated config per run of a sweep (all lists in `sweep` have equal length)."""
+    if not sweep:
+        raise ValueError("sweep: give at least one field to sweep over")
+    bad = sorted(set(sweep) - set(SWEEPABLE))
+    if bad:
+        raise ValueError(f"sweep: field(s) {bad} cannot be swept in one vmapped step; "
+                         f"sweepable: {', '.join(SWEEPABLE)}")
+    lengths = {len(v) for v in sweep.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"sweep: all value lists must have the same length, got "
+                         f"{ {k: len(v) for k, v in sweep.items()} }")
+    n = lengths.pop()
+    return [config.replace(**{k: v[i] for k, v in sweep.items()}) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- driver
+class _Runner:
+    """Compiled functions for a single run (vmapped=False) or a stacked sweep."""
+
+    def __init__(self, cfg: SAEConfig, vmapped: bool, mesh=None):
+        step = lambda s, x, h: train_step(cfg, s, x, h)  # noqa: E731
+        resample = lambda s, x: resample_step(cfg, s, x)  # noqa: E731
+        summary = lambda s: window_summary(s, cfg)  # noqa: E731
+        if vmapped:
+            step = jax.vmap(step, in_axes=(0, None, 0))
+            resample = jax.vmap(resample, in_axes=(0, None))
+            summary = jax.vmap(summary)
+            reset = jax.vmap(reset_window)
+        else:
+            reset = reset_window
+        self.mesh = mesh
+        if mesh is not None:
+            from . import sharding
+            step = sharding.constrain_output(step, cfg, mesh)
+        self.step = jax.jit(step, donate_argnums=0)
+        self.resample = jax.jit(resample)
+        self.summary = jax.jit(summary)
+        self.reset = jax.jit(reset)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_runner(cfg: SAEConfig, vmapped: bool, mesh) -> _Runner:
+    return _Runner(cfg, vmapped, mesh)
+
+
+def runner_for(cfg: SAEConfig, vmapped: bool, mesh=None) -> _Runner:
+    """Compiled step functions, shared by every config that differs only in sweepable scalars
+    (those reach the step through `h`), so repeated runs do not recompile."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SAEConfig) if f.name in SWEEPABLE}
+    return _cached_runner(cfg.replace(**defaults), vmapped, mesh)
+
+
+def _iterate(batches, start: int):
+    """An iterator positioned `start` batches in: `batches.seek(start)` if it has one, else
+    skip `start` items of a fresh iteration (the iterable must replay from the beginning)."""
+    if start and hasattr(batches, "seek"):
+        batches.seek(start)
+        return iter(batches)
+    return itertools.islice(iter(batches), start, None)
+
+
+def _check_batch(x, cfg: SAEConfig, step: int):
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 2 or shape[1] != cfg.d_in or shape[0] != cfg.batch_size:
+        raise ValueError(f"batch at step {step}: expected shape ({cfg.batch_size}, {cfg.d_in}) "
+                         f"(batch_size, d_in), got {shape}")
+
+
+def _run(cfg, runner, state, h, it, history, *, log_every, checkpoint_dir, checkpoint_every,
+         progress, sweep, desc, stop_after=None):
+    from . import checkpoint as ckpt
+    from . import sharding
+
+    resample_steps = set(cfg.resample_steps())
+    start = int(np.max(np.asarray(state.step)))
+    last_good = None
+    with tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress) as bar:
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        for step in range(start, end):
+            try:
+                x = next(it)
+            except StopIteration:
+                raise ValueError(f"batches ran out after {step} of {cfg.steps} steps") from None
+            _check_batch(x, cfg, step)
+            x = jnp.asarray(x, jnp.float32)
+            if runner.mesh is not None:
+                x = jax.device_put(x, sharding.batch_sharding(runner.mesh))
+            state = runner.step(state, x, h)
+            done = step + 1
+            if done in resample_steps:
+                state = runner.resample(state, x)
+            if done % log_every == 0 or done == end:
+                summary = jax.device_get(runner.summary(state))
+                _raise_if_nonfinite(state, last_good)
+                for k, v in summary.items():
+                    history.setdefault(k, []).append(np.asarray(v).tolist())
+                state = runner.reset(state)
+                bar.set_postfix(loss=float(np.mean(summary["loss"])),
+                                l0=float(np.mean(summary["l0"])))
+            if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
+                _raise_if_nonfinite(state, last_good)
+                last_good = ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
+            bar.update(1)
+    _raise_if_nonfinite(state, last_good)
+    if checkpoint_dir is not None:
+        ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
+    return state, history
+
+
+def _raise_if_nonfinite(state, last_good):
+    bad = np.asarray(jax.device_get(state.first_nonfinite_step))
+    if np.any(bad >= 0):
+        kept = f"; last good checkpoint kept at {last_good}" if last_good else \
+            "; no checkpoint was written"
+        raise NonFiniteLossError(
+            f"non-finite (NaN/inf) training loss first at step {int(bad[bad >= 0].min())}"
+            f"{kept}. Lower lr, enable grad_clip_norm, or check the input batches.")
+
+
+def _start(cfg: SAEConfig, batches):
+    it = iter(batches)
+    first = []
+    for _ in range(cfg.norm_estimation_batches):
+        try:
+            x = next(it)
+        except StopIteration:
+            break
+        _check_batch(x, cfg, len(first))
+        first.append(np.asarray(x, np.float32))
+    if not first:
+        raise ValueError("batches: the iterator yielded no batch")
+    return input_statistics(first, cfg), itertools.chain(first, it)
+
+
+def train(config: SAEConfig, batches: Iterable, *, log_every: int = 100,
+          checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
+          progress: bool = True, mesh=None, state: TrainState | None = None,
+          stop_after: int | None = None) -> tuple[TrainState, dict]:
+    """Train one SAE for `config.steps` steps on `batches` (arrays of shape (batch_size, d_in)).
+
+    Returns (state, history): `to_sae(state, config)` is the trained SAE; history maps each of
+    METRIC_NAMES, "dead_fraction", "dense_fraction" and "step" to a list with one entry per
+    `log_every` steps (window means). With `checkpoint_dir`, a checkpoint is written every
+    `checkpoint_every` steps and at the end; `resume` continues from it. `mesh` (from
+    `sharding.make_mesh`) shards the batch and the latent dimension over devices. `state`
+    starts from a given state (e.g. an edited `init_state`) instead of a fresh one.
+    `stop_after` ends the run early at that step (checkpointed; `resume` finishes it)."""
+    stats, it = _start(config, batches)
+    if state is None:
+        state = init_state(config, stats, config.seed)
+    if mesh is not None:
+        from . import sharding
+        state = sharding.shard_state(state, config, mesh)
+    return _run(config, runner_for(config, False, mesh), state, config_hyper(config), it, {},
+                log_every=log_every, checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every, progress=progress, sweep=None, desc="SAE",
+                stop_after=stop_after)
+
+
+def config_hyper(config: SAEConfig) -> dict:
+    return {k: jnp.float32(v) for k, v in config.hyper().items()}
+
+
+def stacked_hyper(configs: list[SAEConfig]) -> dict:
+    return {k: jnp.asarray([c.hyper()[k] for c in configs], jnp.float32)
+            for k in configs[0].hyper()}
+
+
+def train_sweep(config: SAEConfig, batches: Iterable, sweep: dict[str, list], *,
+                log_every: int = 100, checkpoint_dir: str | Path | None = None,
+                checkpoint_every: int | None = None, progress: bool = True
+                ) -> tuple[TrainState, dict]:
+    """Train len(values) SAEs at once, one per entry of `sweep` (e.g. {"l1_coeff": [...]}) on
+    the same batches, as one jitted, vmapped step over stacked states. Returns the stacked
+    state (`sweep_member(state, i)` for run i) and a history whose entries are lists of
+    per-run values."""
+    configs = sweep_configs(config, sweep)
+    stats, it = _start(config, batches)
+    seeds = jnp.asarray([c.seed for c in configs], jnp.uint32)
+    state = jax.vmap(lambda s: init_state(config, stats, s))(seeds)
+    return _run(config, runner_for(config, True), state, stacked_hyper(configs), it, {},
+                log_every=log_every, checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every, progress=progress,
+                sweep={k: list(v) for k, v in sweep.items()}, desc=f"SAE sweep x{len(configs)}")
+
+
+def resume(checkpoint_dir: str | Path, batches: Iterable, *, log_every: int = 100,
+           checkpoint_every: int | None = None, progress: bool = True, mesh=None,
+           steps: int | None = None) -> tuple[TrainState, dict]:
+    """Continue a run from its checkpoint. `batches` must replay the run's data from the start
+    (it is advanced past the batches already used, or `seek`-ed if it has a `seek` method).
+    `steps` optionally extends the run. Ends with the same parameters as an uninterrupted run."""
+    from . import checkpoint as ckpt
+
+    state, config, history, sweep = ckpt.load_checkpoint(checkpoint_dir)
+    if steps is not None:
+        config = config.replace(steps=steps)
+    start = int(np.max(np.asarray(state.step)))
+    it = _iterate(batches, start)
+    if sweep:
+        configs = sweep_configs(config, sweep)
+        runner, h = runner_for(config, True), stacked_hyper(configs)
+    else:
+        runner, h = runner_for(config, False, mesh), config_hyper(config)
+        if mesh is not None:
+            from . import sharding
+            state = sharding.shard_state(state, config, mesh)
+    return _run(config, runner, state, h, it, history, log_every=log_every,
+                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                progress=progress, sweep=sweep, desc="SAE (resumed)")

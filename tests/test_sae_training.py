@@ -1,0 +1,156 @@
+"""interp.sae training driver: vmapped sweeps, checkpoints and exact resume, NaN handling,
+SAELens interchange."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from interp import sae
+from interp.sae import checkpoint, training
+
+
+def data(batch=128):
+    return sae.SparseDictionaryData(d_in=16, n_features=32, batch_size=batch, mean_active=3)
+
+
+def cfg(**kw):
+    base = dict(d_in=16, d_sae=32, batch_size=128, steps=40, lr=1e-2, lr_warmup_steps=5,
+                l1_coeff=0.02, dead_window_steps=10)
+    base.update(kw)
+    return sae.SAEConfig(**base)
+
+
+def test_vmapped_sweep_equals_separate_runs():
+    base = cfg(dead_strategy="ghost_scaled")
+    sweep = {"l1_coeff": [0.0, 0.02, 0.1], "seed": [0, 1, 2]}
+    states, hist = sae.train_sweep(base, data(), sweep, progress=False, log_every=20)
+    assert np.asarray(hist["loss"]).shape == (2, 3)
+    for i, c in enumerate(training.sweep_configs(base, sweep)):
+        single, single_hist = sae.train(c, data(), progress=False, log_every=20)
+        member = sae.sweep_member(states, i)
+        for name in single.params:
+            np.testing.assert_allclose(member.params[name], single.params[name],
+                                       rtol=2e-4, atol=2e-5, err_msg=f"run {i} {name}")
+        np.testing.assert_allclose(np.asarray(hist["loss"])[:, i], single_hist["loss"],
+                                   rtol=1e-4)
+    # the sweep really differs across runs (higher L1 -> sparser)
+    l0 = np.asarray(hist["l0"])[-1]
+    assert l0[0] > l0[1] > l0[2]
+
+
+@pytest.mark.parametrize("strategy", ["resample", "ghost"])
+def test_resume_equals_uninterrupted(tmp_path, strategy):
+    c = cfg(dead_strategy=strategy, resample_at=(0.3, 0.7), lr_decay_fraction=0.2,
+            resample_rewarm_steps=5)
+    full, full_hist = sae.train(c, data(), progress=False, log_every=10)
+    # interrupted: the same run stopped after 20 steps (checkpoint), then resumed
+    sae.train(c, data(), progress=False, log_every=10, checkpoint_dir=tmp_path, stop_after=20)
+    saved, saved_cfg, _, _ = sae.load_checkpoint(tmp_path)
+    assert saved_cfg == c and int(saved.step) == 20
+    resumed, resumed_hist = sae.resume(tmp_path, data(), progress=False, log_every=10)
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name])
+        np.testing.assert_array_equal(resumed.adam_v[name], full.adam_v[name])
+    np.testing.assert_array_equal(resumed.rng, full.rng)
+    assert resumed_hist["loss"] == full_hist["loss"]
+    # a resume without `seek` (plain iterable replayed from the start) lands at the same place
+    replay = [data().batch(i) for i in range(c.steps)]
+    again, _ = sae.resume(tmp_path, replay, progress=False, log_every=10)
+    assert int(again.step) == c.steps
+    np.testing.assert_array_equal(again.params["W_dec"], full.params["W_dec"])
+
+
+def test_checkpoint_is_self_describing_and_atomic(tmp_path):
+    c = cfg(steps=10)
+    state, hist = sae.train(c, data(), progress=False, log_every=5, checkpoint_dir=tmp_path,
+                            checkpoint_every=5)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["checkpoint.safetensors", "config.json"]  # no temp files left behind
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["config"] == c.to_dict() and meta["step"] == 10
+    loaded, loaded_cfg, loaded_hist, sweep = sae.load_checkpoint(tmp_path)
+    assert loaded_cfg == c and sweep is None and loaded_hist == hist
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        sae.load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        sae.load_checkpoint(tmp_path / "missing")
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+    c = cfg(steps=30)
+
+    def poisoned():
+        for i, x in enumerate(data()):
+            yield np.full_like(x, np.nan) if i == 17 else x
+
+    with pytest.raises(sae.NonFiniteLossError, match="step 17.*last good checkpoint"):
+        sae.train(c, poisoned(), progress=False, log_every=10, checkpoint_dir=tmp_path,
+                  checkpoint_every=5)
+    state, _, _, _ = sae.load_checkpoint(tmp_path)
+    assert int(state.step) == 15
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in state.params.values())
+
+
+def test_bad_batches_are_rejected():
+    with pytest.raises(ValueError, match=r"expected shape \(128, 16\)"):
+        sae.train(cfg(), iter([np.zeros((128, 15), np.float32)]), progress=False)
+    with pytest.raises(ValueError, match="ran out after"):
+        sae.train(cfg(), [data().batch(i) for i in range(7)], progress=False)
+
+
+@pytest.mark.parametrize("arch", ["relu", "gated", "topk"])
+def test_saelens_round_trip_is_exact(tmp_path, arch):
+    c = cfg(architecture=arch, k=4, input_normalisation="sqrt_d")
+    model = sae.init_sae(jax.random.PRNGKey(0), c)
+    model = sae.SAE(jax.tree_util.tree_map(lambda a: a + 0.01 * jnp.arange(a.size).reshape(
+        a.shape) / a.size, model.params), c)
+    sae.export_saelens(model, tmp_path, model_name="SmolLM2-135M", hook_name="resid_pre.12")
+    raw = json.loads((tmp_path / "cfg.json").read_text())
+    assert raw["architecture"] == {"relu": "standard", "gated": "gated", "topk": "topk"}[arch]
+    assert raw["d_in"] == 16 and raw["d_sae"] == 32 and raw["apply_b_dec_to_input"] is True
+    back = sae.import_saelens(tmp_path)
+    assert back.config == c
+    for name in model.params:
+        np.testing.assert_array_equal(back.params[name], model.params[name])
+    # a plain SAELens folder (no interp metadata) loads with the architecture it names
+    raw["metadata"] = {}
+    (tmp_path / "cfg.json").write_text(json.dumps(raw))
+    plain = sae.import_saelens(tmp_path)
+    assert plain.config.architecture == arch and plain.config.d_sae == 32
+    x = jnp.asarray(data().batch(0))
+    np.testing.assert_array_equal(plain.encode(x), model.encode(x))
+
+
+def test_saelens_import_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cfg.json"):
+        sae.import_saelens(tmp_path)
+    model = sae.init_sae(jax.random.PRNGKey(0), cfg())
+    sae.export_saelens(model, tmp_path)
+    raw = json.loads((tmp_path / "cfg.json").read_text())
+    (tmp_path / "cfg.json").write_text(json.dumps(dict(raw, architecture="jumprelu")))
+    with pytest.raises(ValueError, match="jumprelu"):
+        sae.import_saelens(tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps(dict(raw, d_sae=33, metadata={})))
+    with pytest.raises(ValueError, match="has shape"):
+        sae.import_saelens(tmp_path)
+
+
+def test_trained_sae_is_in_raw_units(tmp_path):
+    """Training on sqrt(d)-normalised inputs, the returned SAE reconstructs raw inputs."""
+    c = cfg(steps=60, input_normalisation="sqrt_d", l1_coeff=0.002)
+    state, _ = sae.train(c, data(), progress=False, log_every=30)
+    model = sae.to_sae(state, c)
+    x = jnp.asarray(data().held_out().batch(0))
+    assert float(state.input_scale) != pytest.approx(1.0, abs=0.05)
+    ev = sae.evaluate(model, [x])
+    assert ev["fvu"] < 0.5
+    trained_units = sae.SAE(state.params, c)
+    np.testing.assert_allclose(model(x), trained_units(x * state.input_scale) /
+                               state.input_scale, rtol=1e-4, atol=1e-4)
+    assert checkpoint  # module importable under its own name
