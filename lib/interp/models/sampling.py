@@ -1,0 +1,114 @@
+"""Autoregressive generation with a KV cache: greedy or temperature / top-p sampling.
+
+Why a cache: without one, each new token re-runs the whole prefix. The prompt is run once
+("prefill") writing keys/values for every layer; each step then runs one token and attends over
+the cache. Cache lengths are rounded up to a multiple of 64 so that prompts of similar length
+share one compiled program. Every random choice comes from `seed`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp.hooks import Hooks
+from interp.models import core
+
+
+def sample_logits(logits: jax.Array, key: jax.Array, *, temperature, top_p, greedy: bool) -> jax.Array:
+    """Next token ids `[B]` from logits `[B, V]` (already penalised and masked).
+
+    Top-p is nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens
+    whose probability reaches `top_p`.
+    """
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / jnp.maximum(temperature, 1e-6)
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly before each token
+    sorted_logits = jnp.where(before < top_p, sorted_logits, -jnp.inf)
+    choice = jax.random.categorical(key, sorted_logits, axis=-1)
+    return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+def _adjust(logits, counts, frequency_penalty, banned):
+    # OpenAI's frequency penalty: subtract penalty * (times the token was generated so far).
+    logits = logits - frequency_penalty * counts
+    return jnp.where(banned, -jnp.inf, logits)
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "cfg", "greedy"))
+def _prefill(arch, params, tokens, cfg, hooks, cache, counts, banned, key, temperature, top_p,
+             frequency_penalty, greedy):
+    out = core.forward(arch, params, tokens, cfg, hooks, cache=cache)
+    logits = _adjust(out.logits[:, -1], counts, frequency_penalty, banned)
+    nxt = sample_logits(logits, key, temperature=temperature, top_p=top_p, greedy=greedy)
+    return nxt, out.cache
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "cfg", "greedy"), donate_argnames=("cache",))
+def _step(arch, params, token, pos, cfg, hooks, cache, counts, banned, key, temperature, top_p,
+          frequency_penalty, greedy):
+    out = core.forward(arch, params, token[:, None], cfg, hooks, cache=cache,
+                       positions=pos[None].astype(jnp.int32))
+    logits = _adjust(out.logits[:, -1], counts, frequency_penalty, banned)
+    nxt = sample_logits(logits, key, temperature=temperature, top_p=top_p, greedy=greedy)
+    return nxt, out.cache
+
+
+def generate(arch, params, cfg: core.Config, prompt: Sequence[Sequence[int]], *,
+             max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
+             frequency_penalty: float = 0.0, seed: int = 0,
+             stop_tokens: Sequence[int] = (), never_sample: Sequence[int] = (),
+             hooks: Hooks | None = None) -> list[list[int]]:
+    """New token ids for each prompt of a batch of equal-length prompts.
+
+    `temperature == 0` is greedy. Generation of a row ends at its first stop token (included in
+    the output); the batch ends when all rows have stopped or after `max_new_tokens`.
+    `never_sample` ids get probability zero (Gemma's image and control tokens).
+    """
+    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 0:
+        raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 0; got "
+                         f"{temperature}, {top_p}, {max_new_tokens}")
+    tokens = np.asarray(prompt, np.int32)
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError("prompt must be a non-empty [batch, seq] list of token ids of equal length")
+    if max_new_tokens == 0:
+        return [[] for _ in range(tokens.shape[0])]
+    b, t = tokens.shape
+    max_len = -(-(t + max_new_tokens) // 64) * 64
+    if max_len > cfg.context_length:
+        raise ValueError(f"prompt + new tokens ({t + max_new_tokens}) exceed the context "
+                         f"length {cfg.context_length}")
+    cache = core.init_cache(cfg, b, max_len)
+    banned = np.zeros(cfg.vocab_size, bool)
+    banned[[i for i in never_sample if i not in set(stop_tokens)]] = True
+    banned = jnp.asarray(banned)
+    counts = jnp.zeros((b, cfg.vocab_size), jnp.float32)
+    greedy = temperature == 0
+    knobs = dict(temperature=jnp.float32(temperature), top_p=jnp.float32(top_p),
+                 frequency_penalty=jnp.float32(frequency_penalty), greedy=greedy)
+    keys = jax.random.split(jax.random.key(seed), max_new_tokens)
+    nxt, cache = _prefill(arch, params, jnp.asarray(tokens), cfg, hooks, cache, counts, banned,
+                          keys[0], **knobs)
+    out = [[] for _ in range(b)]
+    done = np.zeros(b, bool)
+    stop = set(int(s) for s in stop_tokens)
+    for step in range(max_new_tokens):
+        host = np.asarray(nxt)
+        for row in range(b):
+            if not done[row]:
+                out[row].append(int(host[row]))
+                done[row] = int(host[row]) in stop
+        if done.all() or step == max_new_tokens - 1:
+            break
+        counts = counts.at[jnp.arange(b), nxt].add(1.0)
+        nxt, cache = _step(arch, params, nxt, jnp.int32(t + step), cfg, hooks, cache, counts,
+                           banned, keys[step + 1], **knobs)
+    return out
