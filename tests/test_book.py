@@ -223,3 +223,12 @@ def test_real_book_notebooks_have_all_three_profiles_and_valid_parameters():
     for nb in project.notebooks():
         for profile in P.PROFILES:
             P.resolve(nb, project.params_dir(nb), profile)
+
+
+def test_provenance_redacts_secret_names_only():
+    from interp.book.provenance import redact
+
+    out = redact({"api_key": "sk-123", "auth_token": "t", "max_new_tokens": 5, "n_tokens": 9,
+                  "openai_key": "k", "monkey": 1})
+    assert out == {"api_key": "<redacted>", "auth_token": "<redacted>", "max_new_tokens": 5,
+                   "n_tokens": 9, "openai_key": "<redacted>", "monkey": 1}

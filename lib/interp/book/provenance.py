@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -49,13 +50,15 @@ def kernel_wall_time_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-_SECRET = ("key", "token", "secret", "password")
+_SECRET = re.compile(r"(^|_)(api_?key|key|secret|password|token|auth)($|_)", re.IGNORECASE)
 
 
 def redact(parameters: dict) -> dict:
-    """Secrets belong in environment variables; if one slips into a parameter, hide it."""
-    return {k: ("<redacted>" if any(s in k.lower() for s in _SECRET) else v)
-            for k, v in parameters.items()}
+    """Secrets belong in environment variables; if one slips into a parameter, hide it.
+
+    Matches whole name segments (`api_key`, `auth_token`), not `max_new_tokens`.
+    """
+    return {k: ("<redacted>" if _SECRET.search(k) else v) for k, v in parameters.items()}
 
 
 def collect(parameters: dict, profile: str, root: str | Path) -> dict[str, Any]:
