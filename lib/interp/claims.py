@@ -104,7 +104,7 @@ def table(claims: list[Claim] | None = None) -> str:
     rows = claims if claims is not None else _recorded
     lines = ["| id | claim | verdict | numbers |", "|---|---|---|---|"]
     for c in rows:
-        nums = ", ".join(f"{k} = {_fmt(v)}" for k, v in c.numbers.items())
+        nums = ", ".join(f"{k} = {format_value(v)}" for k, v in c.numbers.items())
         lines.append(f"| {c.claim_id} | {c.claim} | **{c.verdict}** | {nums} |")
     return "\n".join(lines)
 
@@ -116,7 +116,12 @@ def show(claims: list[Claim] | None = None):
     display(Markdown(table(claims)))
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """Compact text for a number or a nested structure of numbers (4 significant digits)."""
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {format_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
     return str(v)

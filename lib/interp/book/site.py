@@ -18,7 +18,7 @@ from pathlib import Path
 
 from interp.book.execute import NotebookFailed, RunResult, run_notebook
 from interp.book.project import Project
-from interp.claims import VERDICTS
+from interp.claims import VERDICTS, format_value
 
 CLAIMS_MARKER = "<!-- claims-table -->"
 
@@ -77,15 +77,11 @@ def claims_table(records: list[dict]) -> str:
     lines = [f"**{len(records)} claims tested:** {summary}.", "",
              "| claim | notebook | verdict | numbers |", "|---|---|---|---|"]
     for r in records:
-        nums = ", ".join(f"{k} = {_fmt(v)}" for k, v in r.get("numbers", {}).items())
+        nums = ", ".join(f"{k} = {format_value(v)}" for k, v in r.get("numbers", {}).items())
         text = r["claim"].replace("|", "\\|")
         lines.append(f"| **{r['claim_id']}** {text} | {{doc}}`{r['notebook']}` | "
                      f"{r['verdict']} | {nums.replace('|', '/')} |")
     return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def mathjax_dir() -> Path:
