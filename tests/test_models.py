@@ -240,3 +240,18 @@ def test_init_cache_shape():
     cache = core.init_cache(cfg, 2, 64)
     assert cache["k"].shape == (cfg.n_layers, 2, 64, cfg.n_kv_heads, cfg.head_dim)
     assert jnp.all(cache["v"] == 0)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+def test_forward_over_zero_layers(name):
+    """stop_at_layer=0 returns the embeddings; start_at_layer=n_layers runs only the head."""
+    from interp import hooks
+
+    m = models.load(name)
+    toks = jnp.asarray([[1, 5, 7, 9]])
+    emb = m.forward(toks, hooks=hooks.capture("embed"), stop_at_layer=0)
+    np.testing.assert_array_equal(emb.resid, emb.captures["embed"])
+    n = m.cfg.n_layers
+    full = m.forward(toks)
+    head_only = m.forward(None, start_at_layer=n, resid=full.resid)
+    np.testing.assert_allclose(head_only.logits, full.logits, rtol=1e-5, atol=1e-5)

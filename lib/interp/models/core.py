@@ -163,11 +163,16 @@ def forward(
     layer_params = jax.tree.map(lambda w: w[start:stop], params["layers"])
     kv = None if cache is None else {k: v[start:stop] for k, v in cache.items()}
     run = _run_unrolled if unroll else _run_scan
-    x, layer_caps, kv_out = run(arch, layer_params, consts, kv, x, cfg, tagger, positions, start, stop)
+    if start == stop:  # no layer to run: only `embed` (stop_at_layer=0) or only the head
+        layer_caps, kv_out = {}, None
+    else:
+        x, layer_caps, kv_out = run(arch, layer_params, consts, kv, x, cfg, tagger, positions,
+                                    start, stop)
 
     new_cache = None
     if cache is not None:
-        new_cache = {k: cache[k].at[start:stop].set(kv_out[k]) for k in cache}
+        new_cache = (dict(cache) if kv_out is None
+                     else {k: cache[k].at[start:stop].set(kv_out[k]) for k in cache})
     logits = None
     if stop == n:
         logits = arch.head(params, x, cfg, tagger.tag)
