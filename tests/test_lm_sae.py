@@ -52,3 +52,41 @@ def test_bad_arguments():
         lm_sae.activations("tiny-llama", split="heldout", n_tokens=10, progress=False)
     with pytest.raises(ValueError, match="unknown model"):
         lm_sae.activations("gpt-7", n_tokens=10, progress=False)
+
+
+def test_training_batches_cycle_epochs_to_the_asked_step_count(acts):
+    batches = list(lm_sae.training_batches(acts.store, acts.site, 64, 7, seed=0))
+    assert len(batches) == 7 and all(b.shape == (64, 64) for b in batches)
+    per_epoch = acts.store.num_rows() // 64
+    assert per_epoch < 7  # the test really crosses an epoch boundary
+    # epoch 1 is a different permutation of the same rows
+    assert not np.array_equal(batches[0], batches[per_epoch])
+
+
+def test_train_cached_trains_once_then_reloads(acts, tmp_path, monkeypatch):
+    from interp import sae
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    cfg = sae.SAEConfig(d_in=64, d_sae=128, batch_size=64, steps=12, lr_warmup_steps=2,
+                        dead_window_steps=4)
+    first = lm_sae.train_cached(acts, cfg, {"l1_coeff": [1e-4, 1e-2]}, log_every=4,
+                                progress=False)
+    assert not first.from_cache and len(first.saes()) == 2
+    again = lm_sae.train_cached(acts, cfg, {"l1_coeff": [1e-4, 1e-2]}, log_every=4,
+                                progress=False)
+    assert again.from_cache and again.seconds == pytest.approx(first.seconds)
+    for s1, s2 in zip(first.saes(), again.saes()):
+        np.testing.assert_array_equal(np.asarray(s1.params["W_dec"]),
+                                      np.asarray(s2.params["W_dec"]))
+    x = next(lm_sae.training_batches(acts.store, acts.site, 64, 1, seed=1))
+    l0 = [float((np.asarray(s.encode(x)) > 0).sum(-1).mean()) for s in first.saes()]
+    assert l0[0] > l0[1]  # the larger L1 coefficient gives the sparser SAE
+    single = lm_sae.train_cached(acts, cfg, progress=False)
+    assert len(single.saes()) == 1
+
+
+def test_reference_config_counts_steps_from_epochs(acts):
+    cfg = lm_sae.reference_config(acts, expansion=2, batch_size=32, epochs=3, seed=5)
+    assert cfg.d_sae == 128 and cfg.seed == 5 and cfg.adam_beta1 == 0.0
+    assert cfg.steps == 3 * (acts.store.num_rows() // 32)
+    assert lm_sae.reference_config(acts, lr=5e-4).lr == 5e-4

@@ -90,3 +90,127 @@ def evaluate(model, site: str, encoder_decoder, heldout_tokens, *, batch_size: i
 
     return splice_metrics(_model(model), site, encoder_decoder, heldout_tokens,
                           batch_size=batch_size, progress=progress)
+
+
+# --------------------------------------------------------------------------- training, cached
+def training_batches(store, site: str, batch_size: int, steps: int, *, seed: int):
+    """Exactly `steps` full batches of `site`, cycling through epochs of the store (epoch e is
+    reshuffled with (seed, e)), so a run can take more steps than one epoch holds."""
+    if store.num_rows() < batch_size:
+        raise ValueError(f"the store serves {store.num_rows()} rows per epoch, fewer than one "
+                         f"batch of {batch_size}")
+    served, epoch = 0, 0
+    while served < steps:
+        for x in store.batches(site, batch_size, seed=seed, epoch=epoch, drop_remainder=True):
+            yield x
+            served += 1
+            if served == steps:
+                return
+        epoch += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A (possibly vmapped) training run: stacked state, per-run configs, history, wall time."""
+
+    state: object                 # sae.TrainState (stacked over runs when `sweep` was given)
+    configs: tuple                # one SAEConfig per run
+    history: dict                 # as returned by sae.train / sae.train_sweep
+    seconds: float                # training wall time when it was computed (not reloaded)
+    from_cache: bool
+
+    def saes(self) -> list:
+        """One SAE (raw input units) per run."""
+        from interp import sae
+
+        if len(self.configs) == 1 and not _is_stacked(self.state):
+            return [sae.to_sae(self.state, self.configs[0])]
+        return [sae.to_sae(sae.sweep_member(self.state, i), c) for i, c in enumerate(self.configs)]
+
+
+def _is_stacked(state) -> bool:
+    return np.ndim(np.asarray(state.step)) > 0
+
+
+def _sae_source_hash() -> str:
+    """Training code is part of the cache key: a changed SAE library retrains."""
+    import hashlib
+    from pathlib import Path
+
+    import interp.sae
+
+    h = hashlib.sha256()
+    for f in sorted(Path(interp.sae.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_every: int = 50,
+                 progress: bool = True, checkpoint_every: int | None = None) -> TrainedRun:
+    """Train one SAE (or a vmapped `sweep` of them) on `acts`' store, or reload the result.
+
+    The cache key is the store (its content-addressed folder), the site, the config and the
+    sweep, so every notebook asking for the same run shares it. Training checkpoints into the
+    cache folder; an interrupted run resumes from its last checkpoint instead of restarting.
+    The data order is `training_batches(..., seed=config.seed)`.
+    """
+    import json
+    import time
+
+    from interp import cache, sae
+    from interp.sae.training import sweep_configs
+
+    configs = tuple(sweep_configs(config, sweep)) if sweep else (config,)
+    key = cache.content_hash({"store": acts.store.path.name, "site": acts.site,
+                              "config": config.to_dict(), "sweep": sweep,
+                              "code": _sae_source_hash(), "v": 1})
+    folder = cache.cache_dir("sae-runs", key)
+    done = folder / "done.json"
+
+    def data():
+        return training_batches(acts.store, acts.site, config.batch_size, config.steps,
+                                seed=config.seed)
+
+    if done.exists():
+        state, _, history, _ = sae.load_checkpoint(folder)
+        seconds = json.loads(done.read_text())["seconds"]
+        return TrainedRun(state, configs, history, seconds, True)
+    every = checkpoint_every or max(config.steps // 4, 1)
+    start = time.perf_counter()
+    if (folder / "checkpoint.safetensors").exists():
+        state, history = sae.resume(folder, data(), log_every=log_every, checkpoint_every=every,
+                                    progress=progress)
+    elif sweep:
+        state, history = sae.train_sweep(config, data(), sweep, log_every=log_every,
+                                         checkpoint_dir=folder, checkpoint_every=every,
+                                         progress=progress)
+    else:
+        state, history = sae.train(config, data(), log_every=log_every, checkpoint_dir=folder,
+                                   checkpoint_every=every, progress=progress)
+    seconds = time.perf_counter() - start
+    cache.atomic_write_bytes(done, json.dumps({"seconds": seconds}).encode())
+    return TrainedRun(state, configs, history, seconds, False)
+
+
+def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float = 4e-3,
+                     lr: float = 1e-3, batch_size: int = 1024, epochs: float = 2.0,
+                     seed: int = 0, **changes):
+    """The project's reference ReLU SAE recipe on `acts` (GDM baseline: Adam beta1 = 0, unit
+    decoder norms, inputs scaled to E||x|| = sqrt(d), linear LR warm-up over 5% of training).
+    `epochs` passes over the store fix the step count; `changes` override any SAEConfig field."""
+    from interp import sae
+
+    steps = max(1, int(epochs * (acts.store.num_rows() // batch_size)))
+    base = dict(d_in=acts.d_in, d_sae=expansion * acts.d_in, architecture="relu",
+                l1_coeff=l1_coeff, lr=lr, batch_size=batch_size, steps=steps,
+                lr_warmup_steps=max(1, steps // 20), input_normalisation="sqrt_d",
+                dead_window_steps=max(1, min(1000, steps // 4)), seed=seed)
+    base.update(changes)
+    return sae.SAEConfig(**base)
+
+
+def reference_sae(acts: Activations, *, progress: bool = True, **recipe):
+    """The reference SAE (see `reference_config`), trained once and shared by every notebook
+    that asks with the same arguments (steering, auto-interp, ITO). Returns (SAE, TrainedRun)."""
+    run = train_cached(acts, reference_config(acts, **recipe), progress=progress)
+    return run.saes()[0], run
