@@ -173,3 +173,20 @@ def test_smollm2_identity_and_zero():
     assert zero["loss_recovered"] == pytest.approx(0.0, abs=1e-9)
     assert 1.5 < ident["ce_clean"] < 7.0  # short mixed documents (tweets, quotes) packed together
     assert zero["ce_zero"] > ident["ce_clean"] + 1.0
+
+
+@pytest.mark.parametrize("site", ["blocks.1.resid_post", "blocks.2.mlp_out"])
+def test_many_equals_one_at_a_time(tiny, tokens, site):
+    """Sharing the clean/zero runs and grouping reconstructions changes no number."""
+    d = tiny.cfg.d_model
+    eds = [Identity(), Zero(), Noisy(d, 0.3), Noisy(d, 1.0),
+           sae.init_sae(jax.random.PRNGKey(2), sae.SAEConfig(d_in=d, d_sae=2 * d))]
+    many = evaluation.splice_metrics_many(tiny, site, eds, tokens, batch_size=3, group=2,
+                                          progress=False)
+    for ed, got in zip(eds, many):
+        want = evaluation.splice_metrics(tiny, site, ed, tokens, batch_size=3, progress=False)
+        assert set(got) == set(want)
+        for k in want:
+            assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-6), k
+    assert many[0]["delta_ce"] == 0.0 and many[1]["loss_recovered"] == 0.0
+    assert evaluation.splice_metrics_many(tiny, site, [], tokens) == []

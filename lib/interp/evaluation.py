@@ -42,7 +42,7 @@ import numpy as np
 
 from interp import metrics
 
-__all__ = ["splice_metrics", "next_token_losses"]
+__all__ = ["splice_metrics", "splice_metrics_many", "next_token_losses"]
 
 
 def next_token_losses(logits, clean_logits, tokens):
@@ -120,6 +120,16 @@ def splice_metrics(model, site: str, encoder_decoder, tokens, *, batch_size: int
     in column 0 (e.g. `interp.data.packed_split("heldout", ...)`). See the module docstring for
     the definitions and the BOS convention.
     """
+    return splice_metrics_many(model, site, [encoder_decoder], tokens, batch_size=batch_size,
+                               progress=progress)[0]
+
+
+def splice_metrics_many(model, site: str, encoder_decoders, tokens, *, batch_size: int = 4,
+                        group: int = 6, progress: bool = True) -> list[dict[str, float]]:
+    """`splice_metrics` for many encoder/decoders on the same tokens, sharing the work: the
+    partial forward to the site and the zero-ablated run happen once per batch, and the
+    reconstructions are spliced `group` at a time (with the clean run) in one batched call.
+    An L1 sweep of 30 SAEs costs about 1.2 model passes per SAE instead of 3."""
     from tqdm.auto import tqdm
 
     from interp.data.model_sites import parse_site
@@ -130,48 +140,74 @@ def splice_metrics(model, site: str, encoder_decoder, tokens, *, batch_size: int
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[1] < 3 or len(tokens) == 0:
         raise ValueError(f"tokens must be a non-empty [contexts, T>=3] array, got {tokens.shape}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if batch_size < 1 or group < 1:
+        raise ValueError(f"batch_size and group must be positive, got {batch_size}, {group}")
+    encoder_decoders = list(encoder_decoders)
+    n = len(encoder_decoders)
+    if n == 0:
+        return []
 
-    xs, x_hats, l0_sum, n_rows = [], [], 0.0, 0
-    ce_sum = np.zeros(3)
-    kl_sum = np.zeros(3)
+    xs = []
+    x_hats = [[] for _ in range(n)]
+    l0_sum = np.zeros(n)
+    n_rows = 0
+    ce_sum = np.zeros(n + 2)  # clean, zero, each reconstruction
+    kl_sum = np.zeros(n + 2)
     n_pred = 0
     for lo in tqdm(range(0, len(tokens), batch_size), desc=f"splice {site}", disable=not progress):
         batch = jnp.asarray(tokens[lo:lo + batch_size], jnp.int32)
         resid, x = _cache_site(model, model.params, batch, name, layer)
         x = x.astype(jnp.float32)
         body = x[:, 1:].reshape(-1, x.shape[-1])
-        f, x_hat = _reconstruct_any(encoder_decoder, body)
-        x_hat = jnp.asarray(x_hat, jnp.float32)
-        if not bool(jnp.all(jnp.isfinite(x_hat))):
-            raise FloatingPointError(f"the reconstruction at {site} has NaN/inf values")
         xs.append(np.asarray(body))
-        x_hats.append(np.asarray(x_hat))
-        l0_sum += float(jnp.sum(jnp.asarray(f) != 0))
         n_rows += body.shape[0]
-
-        recon = x.at[:, 1:].set(x_hat.reshape(x[:, 1:].shape))
+        recons = []
+        for i, ed in enumerate(encoder_decoders):
+            f, x_hat = _reconstruct_any(ed, body)
+            x_hat = jnp.asarray(x_hat, jnp.float32)
+            if not bool(jnp.all(jnp.isfinite(x_hat))):
+                raise FloatingPointError(f"the reconstruction {i} at {site} has NaN/inf values")
+            x_hats[i].append(np.asarray(x_hat))
+            l0_sum[i] += float(jnp.sum(jnp.asarray(f) != 0))
+            recons.append(x.at[:, 1:].set(x_hat.reshape(x[:, 1:].shape)))
         zero = x.at[:, 1:].set(0.0)
-        ce, kl = _restart_losses(model, model.params, batch, resid,
-                                 jnp.stack([x, zero, recon]), name, layer)
-        ce_sum += np.asarray(jnp.sum(ce, axis=(1, 2)), np.float64)
-        kl_sum += np.asarray(jnp.sum(kl, axis=(1, 2)), np.float64)
-        n_pred += ce.shape[1] * ce.shape[2]
+        # slots: [clean, zero, r0 .. r_{group-2}], then [clean, r ..] in later groups
+        pending = [("zero", zero)] + [(i, r) for i, r in enumerate(recons)]
+        first = True
+        while pending:
+            take, pending = pending[:group], pending[group:]
+            ce, kl = _restart_losses(model, model.params, batch, resid,
+                                     jnp.stack([x] + [v for _, v in take]), name, layer)
+            ce = np.asarray(jnp.sum(ce, axis=(1, 2)), np.float64)
+            kl = np.asarray(jnp.sum(kl, axis=(1, 2)), np.float64)
+            if first:
+                ce_sum[0] += ce[0]
+                kl_sum[0] += kl[0]
+            for j, (slot, _) in enumerate(take, start=1):
+                k = 1 if slot == "zero" else slot + 2
+                ce_sum[k] += ce[j]
+                kl_sum[k] += kl[j]
+            first = False
+        n_pred += (batch.shape[0]) * (batch.shape[1] - 2)
 
-    x_all, x_hat_all = np.concatenate(xs), np.concatenate(x_hats)
-    ce_clean, ce_zero, ce_spliced = ce_sum / n_pred
+    x_all = np.concatenate(xs)
+    ce_clean, ce_zero = ce_sum[:2] / n_pred
     gap = ce_zero - ce_clean
-    return {
-        "l0": l0_sum / n_rows,
-        "fvu": float(metrics.fvu(x_all, x_hat_all)),
-        "mse": float(metrics.mse(x_all, x_hat_all)),
-        "ce_clean": float(ce_clean),
-        "ce_zero": float(ce_zero),
-        "ce_spliced": float(ce_spliced),
-        "loss_recovered": float((ce_zero - ce_spliced) / gap) if gap != 0 else math.nan,
-        "delta_ce": float(ce_spliced - ce_clean),
-        "kl": float(kl_sum[2] / n_pred),
-        "kl_zero": float(kl_sum[1] / n_pred),
-        "n_tokens": int(n_pred),
-    }
+    out = []
+    for i in range(n):
+        x_hat_all = np.concatenate(x_hats[i])
+        ce_spliced = ce_sum[i + 2] / n_pred
+        out.append({
+            "l0": l0_sum[i] / n_rows,
+            "fvu": float(metrics.fvu(x_all, x_hat_all)),
+            "mse": float(metrics.mse(x_all, x_hat_all)),
+            "ce_clean": float(ce_clean),
+            "ce_zero": float(ce_zero),
+            "ce_spliced": float(ce_spliced),
+            "loss_recovered": float((ce_zero - ce_spliced) / gap) if gap != 0 else math.nan,
+            "delta_ce": float(ce_spliced - ce_clean),
+            "kl": float(kl_sum[i + 2] / n_pred),
+            "kl_zero": float(kl_sum[1] / n_pred),
+            "n_tokens": int(n_pred),
+        })
+    return out

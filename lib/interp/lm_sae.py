@@ -214,3 +214,13 @@ def reference_sae(acts: Activations, *, progress: bool = True, **recipe):
     that asks with the same arguments (steering, auto-interp, ITO). Returns (SAE, TrainedRun)."""
     run = train_cached(acts, reference_config(acts, **recipe), progress=progress)
     return run.saes()[0], run
+
+
+def evaluate_many(model, site: str, encoder_decoders, heldout_tokens, *, batch_size: int = 4,
+                  progress: bool = True) -> list[dict[str, float]]:
+    """`evaluate` for many SAEs on the same held-out contexts, sharing the clean and zero runs
+    (`interp.evaluation.splice_metrics_many`)."""
+    from interp.evaluation import splice_metrics_many
+
+    return splice_metrics_many(_model(model), site, encoder_decoders, heldout_tokens,
+                               batch_size=batch_size, progress=progress)
