@@ -90,3 +90,13 @@ def test_reference_config_counts_steps_from_epochs(acts):
     assert cfg.d_sae == 128 and cfg.seed == 5 and cfg.adam_beta1 == 0.0
     assert cfg.steps == 3 * (acts.store.num_rows() // 32)
     assert lm_sae.reference_config(acts, lr=5e-4).lr == 5e-4
+
+
+def test_heldout_activations_match_a_direct_capture(acts):
+    from interp import hooks
+
+    x = lm_sae.heldout_activations(acts, 3, batch_size=2)
+    assert x.shape == (3 * 31, 64) and x.dtype == np.float32
+    out = acts.model.forward(acts.heldout[:3], hooks=hooks.capture("resid_post", layers=1))
+    want = np.asarray(out.captures["resid_post"][0][:, 1:], np.float32).reshape(-1, 64)
+    np.testing.assert_allclose(x, want, rtol=1e-4, atol=1e-4)

@@ -154,6 +154,7 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
     cache folder; an interrupted run resumes from its last checkpoint instead of restarting.
     The data order is `training_batches(..., seed=config.seed)`.
     """
+    import fcntl
     import json
     import time
 
@@ -171,25 +172,29 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
         return training_batches(acts.store, acts.site, config.batch_size, config.steps,
                                 seed=config.seed)
 
-    if done.exists():
-        state, _, history, _ = sae.load_checkpoint(folder)
-        seconds = json.loads(done.read_text())["seconds"]
-        return TrainedRun(state, configs, history, seconds, True)
-    every = checkpoint_every or max(config.steps // 4, 1)
-    start = time.perf_counter()
-    if (folder / "checkpoint.safetensors").exists():
-        state, history = sae.resume(folder, data(), log_every=log_every, checkpoint_every=every,
-                                    progress=progress)
-    elif sweep:
-        state, history = sae.train_sweep(config, data(), sweep, log_every=log_every,
-                                         checkpoint_dir=folder, checkpoint_every=every,
-                                         progress=progress)
-    else:
-        state, history = sae.train(config, data(), log_every=log_every, checkpoint_dir=folder,
-                                   checkpoint_every=every, progress=progress)
-    seconds = time.perf_counter() - start
-    cache.atomic_write_bytes(done, json.dumps({"seconds": seconds}).encode())
-    return TrainedRun(state, configs, history, seconds, False)
+    # One trainer per run: a second process asking for the same run (another notebook, a
+    # parallel build) waits here and then reloads the result instead of training it again.
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            state, _, history, _ = sae.load_checkpoint(folder)
+            seconds = json.loads(done.read_text())["seconds"]
+            return TrainedRun(state, configs, history, seconds, True)
+        every = checkpoint_every or max(config.steps // 4, 1)
+        start = time.perf_counter()
+        if (folder / "checkpoint.safetensors").exists():
+            state, history = sae.resume(folder, data(), log_every=log_every, checkpoint_every=every,
+                                        progress=progress)
+        elif sweep:
+            state, history = sae.train_sweep(config, data(), sweep, log_every=log_every,
+                                             checkpoint_dir=folder, checkpoint_every=every,
+                                             progress=progress)
+        else:
+            state, history = sae.train(config, data(), log_every=log_every, checkpoint_dir=folder,
+                                       checkpoint_every=every, progress=progress)
+        seconds = time.perf_counter() - start
+        cache.atomic_write_bytes(done, json.dumps({"seconds": seconds}).encode())
+        return TrainedRun(state, configs, history, seconds, False)
 
 
 def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float = 4e-3,
@@ -224,3 +229,22 @@ def evaluate_many(model, site: str, encoder_decoders, heldout_tokens, *, batch_s
 
     return splice_metrics_many(_model(model), site, encoder_decoders, heldout_tokens,
                                batch_size=batch_size, progress=progress)
+
+
+def heldout_activations(acts: Activations, n_contexts: int | None = None, *,
+                        batch_size: int = 8) -> np.ndarray:
+    """float32 [n_contexts * (T - 1), d] activations of `acts.site` on the held-out contexts
+    (BOS dropped, as in the store): data no SAE was trained on, for FVU / L0 / density."""
+    import jax.numpy as jnp
+
+    from interp.data.model_sites import parse_site
+    from interp.evaluation import _cache_site
+
+    tokens = acts.heldout if n_contexts is None else acts.heldout[:n_contexts]
+    name, layer = parse_site(acts.model, acts.site)
+    out = []
+    for lo in range(0, len(tokens), batch_size):
+        batch = jnp.asarray(tokens[lo:lo + batch_size], jnp.int32)
+        _, x = _cache_site(acts.model, acts.model.params, batch, name, layer)
+        out.append(np.asarray(x[:, 1:], np.float32).reshape(-1, x.shape[-1]))
+    return np.concatenate(out)
