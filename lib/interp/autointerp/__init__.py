@@ -36,6 +36,13 @@ from interp.autointerp.explain import (
                                        top_tokens,
 )
 from interp.autointerp.factory import make_backend
+from interp.autointerp.latents import (
+                                       LatentActivations,
+                                       context_frequency,
+                                       excerpts,
+                                       latent_activations,
+                                       sample_latents,
+)
 from interp.autointerp.local import LocalBackend, chatml
 from interp.autointerp.openai_http import OpenAICompatible
 from interp.autointerp.pipeline import score_explanation, score_latents
@@ -48,6 +55,7 @@ from interp.autointerp.prompts import (
                                        parse_yes_no,
                                        simulation_messages,
                                        simulation_transcript,
+                                       simulation_transcript_batch,
 )
 from interp.autointerp.records import (
                                        LatentExamples,
@@ -64,6 +72,7 @@ from interp.autointerp.scoring import (
                                        LLMJudge,
                                        auroc,
                                        balanced_accuracy,
+                                       correlation_by_source,
                                        detection_items,
                                        fuzzing_items,
                                        pearson,
@@ -72,6 +81,12 @@ from interp.autointerp.scoring import (
 )
 from interp.autointerp.server import ChatServer
 from interp.autointerp.simulate import LexicalSimulator, LLMSimulator
+from interp.autointerp.stats import (
+                                       fill_constant_predictions,
+                                       paired_difference,
+                                       spearman,
+                                       spearman_interval,
+)
 from interp.autointerp.transcripts import CachedBackend, TranscriptCorrupt, TranscriptMiss
 
 __all__ = [
@@ -80,9 +95,13 @@ __all__ = [
     "random_explanation", "top_tokens", "LocalBackend", "chatml", "OpenAICompatible",
     "score_explanation", "score_latents", "detection_messages", "explainer_messages",
     "fuzzing_messages", "parse_explanation", "parse_simulation", "parse_yes_no",
-    "simulation_messages", "simulation_transcript", "LatentExamples", "Record", "Split",
+    "simulation_messages", "simulation_transcript", "simulation_transcript_batch",
+    "LatentExamples", "Record", "Split",
     "discretise", "select_examples", "split", "token_strings", "Item", "LexicalJudge", "LLMJudge",
     "auroc", "balanced_accuracy", "detection_items", "fuzzing_items", "pearson", "score_items",
     "simulation_scores", "ChatServer", "LexicalSimulator", "LLMSimulator", "CachedBackend",
-    "TranscriptCorrupt", "TranscriptMiss", "make_backend",
+    "TranscriptCorrupt", "TranscriptMiss", "make_backend", "LatentActivations",
+    "context_frequency", "excerpts", "latent_activations", "sample_latents",
+    "correlation_by_source", "paired_difference", "spearman", "spearman_interval",
+    "fill_constant_predictions",
 ]

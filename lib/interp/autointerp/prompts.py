@@ -183,6 +183,39 @@ def simulation_transcript(explanation: str, record: Record, *, scale: int = 9,
     return msgs, segments
 
 
+def simulation_transcript_batch(explanation: str, records: Sequence[Record], *, scale: int = 9,
+                                placeholder: str = "0") -> tuple[list[Message], list[str]]:
+    """All-at-once over several records: one request lists every text ("Text 1: ...") and the
+    reply lists each text's tokens with their activations, so one teacher-forced forward pass
+    simulates all of them (Anthropic 2023 simulated 60 excerpts in one prompt). Why: on a CPU the
+    fixed part of the prompt (instructions, worked example, explanation) costs more than a short
+    excerpt, so per-record requests spend most of their compute re-reading it.
+
+    Returns (messages, segments) with one slot per token of every record, in order.
+    """
+    if not records:
+        raise ValueError("simulation_transcript_batch needs at least one record")
+    ex = _FEW_SHOT[0]
+    levels = discretise(ex.acts, ex.max_act, scale)
+    example = "Text 1:\n" + "\n".join(f"{show_token(t)}\t{v}" for t, v in zip(ex.tokens, levels))
+    texts = "\n".join(f"Text {k + 1}: {r.text!r}" for k, r in enumerate(records))
+    msgs = [Message("system", SIMULATOR_SYSTEM.format(scale=scale)),
+            Message("user", f"Feature: {EXPLANATION_PREFIX} {_FEW_SHOT_EXPLANATION}.\nText 1: "
+                            f"{ex.text!r}\nList each token of each text with its activation."),
+            Message("assistant", example),
+            Message("user", f"Feature: {EXPLANATION_PREFIX} {explanation}.\n{texts}\nList each "
+                            "token of each text with its activation.")]
+    segments = []
+    for k, r in enumerate(records):
+        for i, t in enumerate(r.tokens):
+            if i == 0:
+                lead = (f"{placeholder}\n\n" if k else "") + f"Text {k + 1}:\n"
+            else:
+                lead = f"{placeholder}\n"
+            segments.append(f"{lead}{show_token(t)}\t")
+    return msgs, segments
+
+
 # -- detection and fuzzing ----------------------------------------------------------------------
 
 JUDGE_SYSTEM = ("We are studying features of a neural network. You will get a description of a "

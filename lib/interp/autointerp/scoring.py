@@ -57,6 +57,28 @@ def simulation_scores(simulated: Sequence[np.ndarray], records: Sequence[Record]
             "random": corr(lambda r: r.source == "random")}
 
 
+# Finer groups of held-out records, to see *where* an explanation works: on the held-out top
+# records only, on the lower-activation (quantile) records only, and on everything below the top
+# (quantile + random), which is where an explanation over-fitted to the top examples fails.
+SOURCE_GROUPS = {"top_only": ("top",), "quantile": ("quantile",),
+                 "below_top": ("quantile", "random")}
+
+
+def correlation_by_source(simulated: Sequence[np.ndarray], records: Sequence[Record],
+                          groups: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """Pearson correlation of simulated and true activations within groups of record sources
+    (`SOURCE_GROUPS` by default); NaN for an empty group or constant activations."""
+    if len(simulated) != len(records):
+        raise ValueError(f"{len(simulated)} simulations for {len(records)} records")
+    out = {}
+    for name, sources in (groups or SOURCE_GROUPS).items():
+        idx = [i for i, r in enumerate(records) if r.source in sources]
+        out[name] = (pearson(np.concatenate([simulated[i] for i in idx]),
+                             np.concatenate([records[i].acts for i in idx]))
+                     if idx else float("nan"))
+    return out
+
+
 # -- classification tasks ----------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)

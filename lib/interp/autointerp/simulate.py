@@ -28,7 +28,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from interp.autointerp.backend import Backend, Sampling, supports_slot_logprobs
-from interp.autointerp.prompts import parse_simulation, simulation_messages, simulation_transcript
+from interp.autointerp.prompts import (
+    parse_simulation,
+    simulation_messages,
+    simulation_transcript,
+    simulation_transcript_batch,
+)
 from interp.autointerp.records import Record
 
 METHODS = ("auto", "logprobs", "text")
@@ -36,7 +41,7 @@ METHODS = ("auto", "logprobs", "text")
 
 class LLMSimulator:
     def __init__(self, backend: Backend, *, method: str = "auto", scale: int | None = None,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, batch_records: bool = False):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method == "auto":
@@ -47,20 +52,32 @@ class LLMSimulator:
         self.scale = scale if scale is not None else (9 if method == "logprobs" else 10)
         if method == "logprobs" and self.scale > 9:
             raise ValueError("the logprobs readout needs scale <= 9 (one digit per level)")
+        if batch_records and method != "logprobs":
+            raise ValueError("batch_records needs the logprobs readout")
         self.max_tokens = max_tokens
+        self.batch_records = batch_records  # all records in one request (logprobs only)
         self.parse_failures = 0
 
     def simulate(self, explanation: str, records: Sequence[Record]) -> list[np.ndarray]:
+        if self.batch_records and records:
+            msgs, segments = simulation_transcript_batch(explanation, records, scale=self.scale)
+            expected = self._expected_levels(msgs, segments)
+            bounds = np.cumsum([0] + [len(r.tokens) for r in records])
+            return [expected[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         return [self._one(explanation, r) for r in records]
+
+    def _expected_levels(self, msgs, segments) -> np.ndarray:
+        """Expected digit at every slot: sum_d d * p(d), p renormalised over the digits."""
+        digits = [str(d) for d in range(self.scale + 1)]
+        lp = np.asarray(self.backend.slot_logprobs(msgs, segments, digits))
+        p = np.exp(lp - lp.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return p @ np.arange(self.scale + 1, dtype=np.float64)
 
     def _one(self, explanation: str, record: Record) -> np.ndarray:
         if self.method == "logprobs":
             msgs, segments = simulation_transcript(explanation, record, scale=self.scale)
-            digits = [str(d) for d in range(self.scale + 1)]
-            lp = np.asarray(self.backend.slot_logprobs(msgs, segments, digits))
-            p = np.exp(lp - lp.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            return p @ np.arange(self.scale + 1, dtype=np.float64)
+            return self._expected_levels(msgs, segments)
         msgs = simulation_messages(explanation, record, scale=self.scale)
         budget = self.max_tokens or 8 + 4 * len(record.tokens)
         text = self.backend.chat(msgs, Sampling(max_tokens=budget)).text
