@@ -69,6 +69,16 @@ class ArmResult:
         """[seed, l1] last logged value of a training-history entry (e.g. dead_fraction)."""
         return np.array([np.asarray(h[history_key][-1], float) for h in self.histories])
 
+    def history(self, history_key: str) -> np.ndarray:
+        """[seed, logged point, l1] a training-history entry over training (window means)."""
+        return np.array([np.asarray(h[history_key], float) for h in self.histories])
+
+    def final_curves(self, history_key: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per seed, (evaluated L0s, last logged `history_key`): a frontier of a training
+        quantity (e.g. dead fraction against L0), for `frontier.compare_at_matched_l0`."""
+        final = self.final(history_key)
+        return [(self.curve("l0", i)[0], final[i]) for i in range(len(self.seeds))]
+
 
 def _postprocess(model, arm: Arm):
     from interp import sae
@@ -129,3 +139,78 @@ def compare(a: ArmResult, b: ArmResult, metric: str, *, n_targets: int = 5
         raise ValueError(f"arms {a.arm.name!r} and {b.arm.name!r} have different seed counts")
     return frontier.compare_at_matched_l0(a.curves(metric), b.curves(metric),
                                           n_targets=n_targets)
+
+
+def loss_rises(values, *, skip: int = 0) -> np.ndarray:
+    """How far a logged training loss climbs above its best value so far: for each point t
+    after the first `skip` (the warm-up descent), values[t] / min(values[:t]) - 1, and 0 where
+    it does not rise. A loss *spike* (Anthropic, March 2024: ghost grads "causes loss spikes")
+    is a point whose rise exceeds a chosen ratio; the maximum rise sizes the worst spike.
+    `values` is [points] or [points, runs] (then per run)."""
+    v = np.asarray(values, np.float64)
+    if v.ndim not in (1, 2) or v.shape[0] < 2:
+        raise ValueError(f"need >= 2 logged points as [points] or [points, runs], got {v.shape}")
+    if not 0 <= skip < v.shape[0]:
+        raise ValueError(f"skip must lie in [0, {v.shape[0] - 1}], got {skip}")
+    best = np.minimum.accumulate(v, axis=0)
+    rise = np.zeros_like(v)
+    rise[1:] = np.maximum(v[1:] / best[:-1] - 1.0, 0.0)
+    rise[:skip] = 0.0
+    return rise
+
+
+def count_spikes(values, ratio: float, *, skip: int = 0) -> np.ndarray:
+    """Number of separate excursions of a logged loss more than `ratio` above its best value
+    so far (consecutive points above count once); see `loss_rises`."""
+    if not ratio > 0:
+        raise ValueError(f"ratio must be > 0, got {ratio}")
+    above = loss_rises(values, skip=skip) > ratio
+    starts = above[1:] & ~above[:-1]
+    return starts.sum(axis=0) + above[0]
+
+
+# ----------------------------------------------------------- adopting one recipe item (snippet 5)
+HELP_VERDICTS = ("helps", "hurts", "inconclusive")
+
+
+def help_verdict(gain: float, spread: float) -> str:
+    """'helps' when gain > spread, 'hurts' when gain < -spread, else 'inconclusive' (also for
+    NaN): a difference no larger than the seed spread is evidence neither way."""
+    if not (np.isfinite(gain) and np.isfinite(spread)) or abs(gain) <= abs(spread):
+        return "inconclusive"
+    return "helps" if gain > 0 else "hurts"
+
+
+def adoption_gain(results: dict, reference: str, arm: str, metric: str, *,
+                  arm_adopts: bool = True, higher_is_better: bool = False,
+                  n_targets: int = 5) -> dict:
+    """What adopting the item that `arm` toggles relative to `reference` gains on `metric` at
+    matched L0, as a positive-is-better number with its seed spread and a `help_verdict`.
+
+    A one-factor-at-a-time arm either adds the item to the reference recipe (`arm_adopts`) or
+    removes one the reference already has (then the gain is reference minus arm). Lower is
+    better for `metric` unless `higher_is_better` (delta CE, FVU: lower; loss recovered:
+    higher)."""
+    cmp = compare(results[reference], results[arm], metric, n_targets=n_targets)  # arm - ref
+    sign = (1.0 if higher_is_better else -1.0) * (1.0 if arm_adopts else -1.0)
+    per_seed = sign * np.nanmean(cmp.per_seed, axis=1) if cmp.per_seed.size else np.zeros(0)
+    gain = sign * cmp.mean
+    spread = cmp.spread
+    return {"gain": float(gain), "seed_spread": float(spread),
+            "per_seed": [float(v) for v in per_seed],
+            "l0_range": cmp.as_numbers()["l0_range"], "n_seeds": int(cmp.per_seed.shape[0]),
+            "verdict": help_verdict(gain, spread)}
+
+
+def paired_final_difference(a: ArmResult, b: ArmResult, history_key: str) -> dict:
+    """B minus A of a training-history entry's last logged value (e.g. dead_fraction), paired
+    by seed and by position in the L1 sweep, averaged over the sweep: the mean over seeds and
+    the standard deviation over seeds of the per-seed means (0 with one seed)."""
+    fa, fb = a.final(history_key), b.final(history_key)
+    if fa.shape != fb.shape:
+        raise ValueError(f"arms {a.arm.name!r} and {b.arm.name!r} differ in seeds x L1 "
+                         f"({fa.shape} vs {fb.shape})")
+    per_seed = np.mean(fb - fa, axis=1)
+    spread = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
+    return {"diff": float(np.mean(per_seed)), "seed_spread": spread,
+            "per_seed": [float(v) for v in per_seed]}
