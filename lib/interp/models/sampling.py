@@ -19,22 +19,46 @@ from interp.hooks import Hooks
 from interp.models import core
 
 
-def sample_logits(logits: jax.Array, key: jax.Array, *, temperature, top_p, greedy: bool) -> jax.Array:
+def sample_logits(logits: jax.Array, key: jax.Array, *, temperature, top_p, greedy: bool,
+                  candidates: int = 512) -> jax.Array:
     """Next token ids `[B]` from logits `[B, V]` (already penalised and masked).
 
     Top-p is nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens
-    whose probability reaches `top_p`.
+    whose probability reaches `top_p`. Why two paths: a full sort of a 49k-token vocabulary per
+    row dominates a CPU decoding step (seconds at batch 64), while the nucleus of a small `top_p`
+    is almost always inside the `candidates` largest logits. When every row's nucleus is covered
+    by them (their total probability reaches `top_p`) we sample among them, which keeps exactly
+    the same tokens with the same probabilities; otherwise we fall back to the full sort.
     """
     if greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / jnp.maximum(temperature, 1e-6)
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    k = min(candidates, logits.shape[-1])
+    top_vals, top_idx = jax.lax.top_k(logits, k)  # descending
+    top_probs = jnp.exp(top_vals - jax.nn.logsumexp(logits, axis=-1, keepdims=True))
+    covered = jnp.all(jnp.sum(top_probs, axis=-1) >= top_p)
+    return jax.lax.cond(covered, _nucleus, _nucleus_full_sort, logits, top_vals, top_idx, key,
+                        top_p)
+
+
+def _nucleus_sample(order, sorted_logits, key, top_p):
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     before = jnp.cumsum(probs, axis=-1) - probs  # probability mass strictly before each token
     sorted_logits = jnp.where(before < top_p, sorted_logits, -jnp.inf)
     choice = jax.random.categorical(key, sorted_logits, axis=-1)
     return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+def _nucleus(logits, top_vals, top_idx, key, top_p):
+    # renormalise over the candidates: softmax(top_vals) * mass(top) = the full probabilities
+    mass = jnp.sum(jnp.exp(top_vals - jax.nn.logsumexp(logits, axis=-1, keepdims=True)), -1,
+                   keepdims=True)
+    return _nucleus_sample(top_idx, top_vals, key, top_p / mass)
+
+
+def _nucleus_full_sort(logits, top_vals, top_idx, key, top_p):
+    order = jnp.argsort(-logits, axis=-1)
+    return _nucleus_sample(order, jnp.take_along_axis(logits, order, axis=-1), key, top_p)
 
 
 def _adjust(logits, counts, frequency_penalty, banned):
