@@ -8,13 +8,8 @@ from interp import lm_sae
 
 
 @pytest.fixture(scope="module")
-def acts():
-    try:
-        return lm_sae.activations("tiny-llama", "blocks.1.resid_post", n_tokens=300,
-                                  context_len=32, heldout_contexts=4, batch_size=4,
-                                  progress=False)
-    except FileNotFoundError:
-        pytest.skip("corpus not fetched (python -m interp.data.corpus fetch)")
+def acts(tiny_acts):
+    return tiny_acts
 
 
 def test_activations_shape_and_reuse(acts):
