@@ -231,20 +231,28 @@ def evaluate_many(model, site: str, encoder_decoders, heldout_tokens, *, batch_s
                                batch_size=batch_size, progress=progress)
 
 
+def site_activations(model, site: str, tokens, *, batch_size: int = 8) -> np.ndarray:
+    """float32 [N * (T - 1), d] activations of `site` on contexts `tokens` [N, T] (BOS in column
+    0, its row dropped as in the store and the splice evaluation)."""
+    import jax
+    import jax.numpy as jnp
+
+    from interp.data.model_sites import activation_fn
+
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.shape[1] < 2 or len(tokens) == 0:
+        raise ValueError(f"tokens must be a non-empty [contexts, T>=2] array; got {tokens.shape}")
+    fn = jax.jit(activation_fn(model, [site], with_params=True))
+    out = []
+    for lo in range(0, len(tokens), batch_size):
+        x = fn(model.params, jnp.asarray(tokens[lo:lo + batch_size], jnp.int32))[site]
+        out.append(np.asarray(x, np.float32)[:, 1:].reshape(-1, x.shape[-1]))
+    return np.concatenate(out)
+
+
 def heldout_activations(acts: Activations, n_contexts: int | None = None, *,
                         batch_size: int = 8) -> np.ndarray:
     """float32 [n_contexts * (T - 1), d] activations of `acts.site` on the held-out contexts
     (BOS dropped, as in the store): data no SAE was trained on, for FVU / L0 / density."""
-    import jax.numpy as jnp
-
-    from interp.data.model_sites import parse_site
-    from interp.evaluation import _cache_site
-
     tokens = acts.heldout if n_contexts is None else acts.heldout[:n_contexts]
-    name, layer = parse_site(acts.model, acts.site)
-    out = []
-    for lo in range(0, len(tokens), batch_size):
-        batch = jnp.asarray(tokens[lo:lo + batch_size], jnp.int32)
-        _, x = _cache_site(acts.model, acts.model.params, batch, name, layer)
-        out.append(np.asarray(x[:, 1:], np.float32).reshape(-1, x.shape[-1]))
-    return np.concatenate(out)
+    return site_activations(acts.model, acts.site, tokens, batch_size=batch_size)

@@ -256,19 +256,12 @@ def heldout_activations(model, site: str, tokens, *, batch_size: int = 8):
     """Activations of `site` on held-out contexts `tokens` [N, T] (BOS in column 0), BOS rows
     dropped as in the store and the splice evaluation: (x [N * (T-1), d] float32, group ids
     [N * (T-1)] = the context each row came from, for bootstrapping over contexts)."""
-    from interp.data.model_sites import activation_fn
+    from interp.lm_sae import site_activations
 
     tokens = np.asarray(tokens)
-    if tokens.ndim != 2 or tokens.shape[1] < 2 or len(tokens) == 0:
-        raise ValueError(f"tokens must be a non-empty [contexts, T>=2] array; got {tokens.shape}")
-    fn = jax.jit(activation_fn(model, [site], with_params=True))
-    xs = []
-    for lo in range(0, len(tokens), batch_size):
-        out = fn(model.params, jax.numpy.asarray(tokens[lo:lo + batch_size], jax.numpy.int32))
-        xs.append(np.asarray(out[site], np.float32)[:, 1:])
-    x = np.concatenate(xs)
+    x = site_activations(model, site, tokens, batch_size=batch_size)
     groups = np.repeat(np.arange(len(tokens)), tokens.shape[1] - 1)
-    return x.reshape(-1, x.shape[-1]), groups
+    return x, groups
 
 
 # ------------------------------------------------------------------------------ verdict rules
