@@ -154,3 +154,60 @@ def test_trained_sae_is_in_raw_units(tmp_path):
     np.testing.assert_allclose(model(x), trained_units(x * state.input_scale) /
                                state.input_scale, rtol=1e-4, atol=1e-4)
     assert checkpoint  # module importable under its own name
+
+
+@pytest.mark.parametrize("decoder_norm, weighted", [("unit", False), ("free", True)])
+def test_a_zero_decoder_row_keeps_every_parameter_finite(decoder_norm, weighted):
+    """A zero d_i has no direction: the gradient projection, the renormalisation and the
+    decoder-norm-weighted L1 must not divide by its zero norm."""
+    c = cfg(decoder_norm=decoder_norm, l1_weighted_by_decoder_norm=weighted, lr_warmup_steps=0)
+    stats = training.input_statistics([data().batch(0)], c)
+    state = training.init_state(c, stats, 0)
+    state = state._replace(params=dict(state.params,
+                                       W_dec=state.params["W_dec"].at[3].set(0.0)))
+    x = jnp.asarray(data().batch(1))
+    for _ in range(2):
+        state = training.train_step(c, state, x, training.config_hyper(c))
+    for tree in (state.params, state.adam_m, state.adam_v):
+        for name, value in tree.items():
+            assert bool(jnp.all(jnp.isfinite(value))), name
+    assert float(jnp.max(jnp.abs(state.params["W_dec"][4]))) > 0  # other rows still train
+
+
+@pytest.fixture()
+def nan_params_at_adam_step_12(monkeypatch):
+    """Adam turns every parameter into NaN on its 12th step (the loss of that step, computed
+    before the update, is still finite): the case a loss-only check lets through."""
+    real = training.adam_update
+
+    def poisoned(params, grads, m, v, count, lr, h, cfg):
+        params, m, v, count = real(params, grads, m, v, count, lr, h, cfg)
+        params = {k: jnp.where(count == 12, jnp.nan, p) for k, p in params.items()}
+        return params, m, v, count
+
+    training._cached_runner.cache_clear()  # compiled steps must pick up the patch
+    monkeypatch.setattr(training, "adam_update", poisoned)
+    yield
+    training._cached_runner.cache_clear()
+
+
+def test_nan_parameters_stop_training_and_keep_last_good_checkpoint(
+        tmp_path, nan_params_at_adam_step_12):
+    c = cfg(steps=12)
+    with pytest.raises(sae.NonFiniteParamsError,
+                       match="parameters after step 12.*last good checkpoint kept"):
+        sae.train(c, data(), progress=False, log_every=4, checkpoint_dir=tmp_path,
+                  checkpoint_every=5)
+    state, _, _, _ = sae.load_checkpoint(tmp_path)
+    assert int(state.step) == 10
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in state.params.values())
+
+
+def test_a_diverging_sweep_member_is_named_by_its_hyperparameters(tmp_path):
+    sweep = {"l1_coeff": [0.02, 1e38, 0.05], "seed": [0, 1, 2]}  # run 1: an infinite loss
+    with pytest.raises(sae.NonFiniteLossError,
+                       match=r"sweep run 1 \(l1_coeff=1e\+38, seed=1\): non-finite") as e:
+        sae.train_sweep(cfg(steps=10), data(), sweep, progress=False, log_every=5,
+                        checkpoint_dir=tmp_path, checkpoint_every=5)
+    assert e.value.runs == (1,)
+    assert "sweep run 0" not in str(e.value) and "sweep run 2" not in str(e.value)

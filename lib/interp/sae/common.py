@@ -46,8 +46,20 @@ def decode(params: dict, f, cfg: SAEConfig | None = None):
     return f @ params["W_dec"] + params["b_dec"]
 
 
+# Below this a decoder row counts as zero: it has no direction to project onto or rescale.
+NORM_EPS = 1e-12
+
+
+def row_norms(a, keepdims: bool = False):
+    """||a_i|| over the last axis, with a zero (not NaN) gradient at a zero row: the
+    "double where" keeps sqrt away from 0, whose derivative is infinite."""
+    sq = jnp.sum(a * a, axis=-1, keepdims=keepdims)
+    nonzero = sq > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+
+
 def decoder_norms(params: dict):
-    return jnp.linalg.norm(params["W_dec"], axis=-1)
+    return row_norms(params["W_dec"])
 
 
 def squared_error(x, x_hat, cfg: SAEConfig, input_sq_norm=1.0):
@@ -66,7 +78,8 @@ def project_decoder_grad(grad_W_dec, W_dec, cfg: SAEConfig):
     so Adam does not waste its step on a change the renormalisation would undo."""
     if cfg.decoder_norm != "unit":
         return grad_W_dec
-    unit = W_dec / jnp.linalg.norm(W_dec, axis=-1, keepdims=True)
+    # a zero row has no direction: its unit vector is 0 and its gradient passes unprojected
+    unit = W_dec / jnp.maximum(row_norms(W_dec, keepdims=True), NORM_EPS)
     return grad_W_dec - jnp.sum(grad_W_dec * unit, axis=-1, keepdims=True) * unit
 
 
@@ -74,9 +87,9 @@ def constrain_decoder(W_dec, cfg: SAEConfig):
     """After each step: ||d_i|| = 1 ("unit"), ||d_i|| <= 1 ("at_most_one"), or nothing."""
     if cfg.decoder_norm == "free":
         return W_dec
-    norms = jnp.linalg.norm(W_dec, axis=-1, keepdims=True)
+    norms = row_norms(W_dec, keepdims=True)
     if cfg.decoder_norm == "unit":
-        return W_dec / jnp.maximum(norms, 1e-12)
+        return W_dec / jnp.maximum(norms, NORM_EPS)
     return W_dec / jnp.maximum(norms, 1.0)
 
 

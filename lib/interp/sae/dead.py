@@ -92,14 +92,14 @@ def resample(params, adam_m, adam_v, dead, x, x_hat, key, cfg: SAEConfig):
     p = jnp.where(jnp.sum(p) > 0, p / jnp.sum(p), jnp.full_like(p, 1.0 / p.shape[0]))
     idx = jax.random.choice(key, x.shape[0], shape=(cfg.d_sae,), p=p, replace=True)
     x_s = x[idx]
-    d_new = x_s / (jnp.linalg.norm(x_s, axis=-1, keepdims=True) + EPS)
+    d_new = x_s / (jnp.linalg.norm(x_s, axis=-1, keepdims=True) + EPS)  # x_s = 0 gives d_new = 0
     if cfg.decoder_norm != "unit":
         d_new = d_new * cfg.decoder_init_norm
     enc_norms = jnp.linalg.norm(params["W_enc"], axis=0)
     alive = ~dead
     n_alive = jnp.sum(alive)
     mean_alive = jnp.where(n_alive > 0, jnp.sum(enc_norms * alive) / jnp.maximum(n_alive, 1), 1.0)
-    enc_new = (d_new / jnp.linalg.norm(d_new, axis=-1, keepdims=True)
+    enc_new = (d_new / jnp.maximum(jnp.linalg.norm(d_new, axis=-1, keepdims=True), EPS)
                * cfg.resample_encoder_scale * mean_alive)
 
     new_values = {"W_dec": d_new, "W_enc": enc_new.T}
