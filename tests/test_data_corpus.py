@@ -129,3 +129,80 @@ def test_assembled_corpus_is_verified_deterministic_and_split_by_document(assemb
     info = json.loads((assembled.path / "corpus.json").read_text())
     for name in train_sources:
         assert info["sources"][name]["licence"]
+
+
+def _damaged_info(tmp_path, monkeypatch, text):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    path = corpus.corpus_path()
+    path.mkdir(parents=True)
+    (path / "corpus.json").write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"revision": "r", "spl', "not valid JSON"),
+    ("[]", "a JSON list, not an object"),
+    ('{"revision": "elsewhere"}', "revision 'elsewhere'"),
+])
+def test_a_damaged_corpus_json_names_the_file_and_the_fix(tmp_path, monkeypatch, capsys, text,
+                                                          problem):
+    path = _damaged_info(tmp_path, monkeypatch, text)
+    with pytest.raises(corpus.CorpusCorrupt) as err:
+        corpus.load()
+    message = str(err.value)
+    assert isinstance(err.value, ValueError)
+    assert f"{path / 'corpus.json'} is damaged ({problem}" in message
+    assert "python -m interp.data.corpus fetch" in message and f"delete {path}" in message
+    assert corpus.main(["verify"]) == 1  # the command line reports it in one line, no traceback
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_a_corpus_json_missing_a_split_record_is_damage(tmp_path, monkeypatch):
+    rev = corpus.revision()
+    _damaged_info(tmp_path, monkeypatch, json.dumps(
+        {"revision": rev, "splits": {"train": {"sha256": "0" * 64}}, "sources": {}}))
+    with pytest.raises(corpus.CorpusCorrupt, match="no valid record of split 'train'"):
+        corpus.load()
+
+
+def _offline_sources(monkeypatch, tmp_path):
+    """A two-source manifest whose 'downloads' are in-memory documents."""
+    manifest = {"seed": 3, "heldout_percent": 20, "sources": [
+        {"name": name, "split": split, "register": "test", "licence": "CC0",
+         "artifact": {"registry": "pypi", "package": name, "version": "1", "filename": name,
+                      "sha256": "0" * 64}}
+        for name, split in (("brown", "train"), ("bbc", "ood"))]}
+    docs = {src["name"]: [readers.Document(src["name"], f"d{i}", f"{src['name']} text {i}")
+                          for i in range(30)] for src in manifest["sources"]}
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    monkeypatch.setattr(corpus, "load_manifest", lambda: manifest)
+    monkeypatch.setattr(corpus, "revision", lambda m=None: "offline-rev")
+    monkeypatch.setattr(corpus, "_artifact_path", lambda src: tmp_path)
+    monkeypatch.setattr(corpus, "_read_source", lambda src: docs[src["name"]])
+
+
+def test_fetch_reassembles_a_damaged_corpus_json(tmp_path, monkeypatch, capsys):
+    _offline_sources(monkeypatch, tmp_path)
+    first = corpus.assemble(progress=False)
+    (first.path / "corpus.json").write_text("{broken")
+    with pytest.raises(corpus.CorpusCorrupt):
+        corpus.load("offline-rev")
+    again = corpus.assemble(progress=False)
+    assert "corpus.json is damaged" in capsys.readouterr().err
+    again.verify()
+    assert again.info == first.info  # the same corpus, rebuilt from the cached sources
+
+
+def test_a_corrupt_split_line_and_a_broken_manifest_are_named(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    docs = corpus.Corpus(tmp_path, {"revision": "r"}).documents("train")
+    assert next(docs) == {"text": "a"}
+    with pytest.raises(corpus.CorpusCorrupt, match=r"train.jsonl line 2 is not valid JSON"):
+        next(docs)
+    bad = tmp_path / "sources.json"
+    bad.write_text('{"sources": [{"name": "brown"}]}')
+    with pytest.raises(ValueError, match=r"sources.json: sources \[0\] lack"):
+        corpus.load_manifest(bad)
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="sources.json is not a valid corpus manifest"):
+        corpus.load_manifest(bad)

@@ -139,6 +139,128 @@ def test_flipped_byte_and_truncation_are_reported_by_name_and_rebuilt(tmp_path):
     assert _shard_digests(repaired) == good
 
 
+def _flip_byte(file, offset=100):
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0x01
+    file.write_bytes(bytes(data))
+
+
+def _edit_manifest(store_path, edit):
+    manifest = json.loads((store_path / "manifest.json").read_text())
+    edit(manifest)
+    (store_path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"format": 1}'])
+def test_a_damaged_manifest_is_named_and_harvest_rebuilds_it_keeping_good_shards(tmp_path,
+                                                                                 damage):
+    store = harvest(tmp_path)
+    good = _shard_digests(store)
+    (store.path / "manifest.json").write_text(damage)
+    with pytest.raises(st.CorruptStoreError, match="manifest.json is damaged") as err:
+        st.open_store(store.path)
+    assert isinstance(err.value, ValueError)
+    assert f"delete {store.path}" in str(err.value) and "harvest" in str(err.value)
+
+    _flip_byte(store.path / "blocks.0.resid/shard-00002.bin")  # the one shard to redo
+    rebuilt = []
+    with pytest.warns(UserWarning, match="keeping 4 of 5 shards"):
+        repaired = harvest(tmp_path, on_shard=rebuilt.append)
+    assert rebuilt == [2]
+    repaired.verify()
+    assert _shard_digests(repaired) == good
+    assert st.open_store(store.path).manifest["complete"]
+
+
+def test_a_manifest_missing_a_shard_entry_is_named_and_the_shard_recovered(tmp_path):
+    store = harvest(tmp_path)
+    good = _shard_digests(store)
+    _edit_manifest(store.path, lambda m: m["shards"].pop("3"))
+    with pytest.raises(st.CorruptStoreError, match=r"no entry for shard\(s\) 3 of 5"):
+        st.open_store(store.path)
+    rebuilt = []
+    with pytest.warns(UserWarning, match="keeping 5 of 5"):
+        harvest(tmp_path, on_shard=rebuilt.append)  # the shard's own record restores it
+    assert rebuilt == []
+    # without the record (a store from before records existed) the shard is harvested again
+    _edit_manifest(store.path, lambda m: m["shards"].pop("3"))
+    (store.path / "tokens/shard-00003.json").unlink()
+    with pytest.warns(UserWarning, match="keeping 4 of 5"):
+        repaired = harvest(tmp_path, on_shard=rebuilt.append)
+    assert rebuilt == [3]
+    assert _shard_digests(repaired) == good
+    # a mangled entry (wrong size) is damage too, not a KeyError or a silently wrong read
+    _edit_manifest(store.path, lambda m: m["shards"]["1"]["files"]["tokens/shard-00001.bin"]
+                   .update(bytes=7))
+    with pytest.raises(st.CorruptStoreError, match="shard 1: entry of tokens/shard-00001.bin"):
+        st.open_store(store.path)
+
+
+def test_records_of_another_store_are_not_overwritten(tmp_path):
+    store = harvest(tmp_path)
+    (store.path / "manifest.json").write_text("garbage")
+    with pytest.raises(st.StoreMismatchError, match=f"delete {store.path}"):
+        harvest(tmp_path, model="another-model")
+    assert (store.path / "blocks.0.resid/shard-00000.bin").exists()
+
+
+def test_reads_outside_the_store_name_the_range_and_the_size(tmp_path):
+    store = harvest(tmp_path)  # 21 contexts
+    for start, stop in [(-1, 3), (0, 22), (5, 3), (30, None)]:
+        with pytest.raises(ValueError, match=r"contexts \[0, 21\)"):
+            store.read("blocks.0.resid", start, stop)
+    assert store.read("blocks.0.resid", 4, 4).shape == (0, T, D)
+    whole = store.read("blocks.0.resid")
+    np.testing.assert_array_equal(store.read("blocks.0.resid", 20), whole[20:])
+    with pytest.raises(ValueError, match="site 'nope' not in store"):
+        store.read("nope")
+    with pytest.raises(ValueError, match="buffer_rows must be positive"):
+        list(store.batches("blocks.0.resid", 4, seed=0, buffer_rows=0))
+
+
+def test_a_flipped_byte_is_caught_on_load_and_the_advice_works(tmp_path):
+    store = harvest(tmp_path)
+    store.read("blocks.0.resid")  # verified once ...
+    victim = store.path / "blocks.0.resid/shard-00001.bin"
+    data = bytearray(victim.read_bytes())
+    data[7] ^= 0x80
+    replacement = victim.with_name("replacement")
+    replacement.write_bytes(bytes(data))
+    os.replace(replacement, victim)  # ... a rewritten file is hashed again
+    with pytest.raises(st.CorruptStoreError, match="shard-00001.bin: checksum") as err:
+        store.read("blocks.0.resid", 5, 6)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, st.CorruptShardError)
+    assert "verify=True" in str(err.value) and "lm_sae.activations" in str(err.value)
+    rebuilt = []
+    harvest(tmp_path, verify=True, on_shard=rebuilt.append).read("blocks.0.resid")
+    assert rebuilt == [1]
+
+
+def test_lm_sae_activations_accepts_the_advised_verify(tmp_path, monkeypatch):
+    """The repair a CorruptShardError advises works through lm_sae.activations too."""
+    from types import SimpleNamespace
+
+    from interp import lm_sae, models
+    from interp.data import corpus, packing
+
+    model = models.load("tiny-llama")
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    monkeypatch.setattr(corpus, "load", lambda: SimpleNamespace(revision="fake-rev"))
+    monkeypatch.setattr(packing, "packed_split",
+                        lambda split, tok, t, n, **kw: _model_tokens(model, n, t, seed=len(split)))
+    args = dict(n_tokens=60, context_len=16, heldout_contexts=2, batch_size=4, progress=False)
+    acts = lm_sae.activations("tiny-llama", "blocks.1.resid_post", **args)
+    shard = next(acts.store.path.glob("blocks.1.resid_post/shard-*.bin"))
+    _flip_byte(shard)
+    with pytest.raises(st.CorruptShardError, match="verify=True"):
+        acts.store.read("blocks.1.resid_post")
+    rebuilt = []
+    repaired = lm_sae.activations("tiny-llama", "blocks.1.resid_post", verify=True,
+                                  on_shard=rebuilt.append, **args)
+    assert rebuilt == [0] and repaired.store.path == acts.store.path
+    repaired.store.verify()
+
+
 def _id_model(tokens):
     """Each activation row encodes its (context, position) id exactly in bfloat16."""
     ids = tokens.astype(jnp.float32)

@@ -50,7 +50,7 @@ def _model(model):
 def activations(model=DEFAULT_MODEL, site: str = DEFAULT_SITE, *, n_tokens: int = 1_000_000,
                 context_len: int = DEFAULT_CONTEXT, split: str = "train",
                 heldout_contexts: int = 64, dtype: str = "bfloat16", batch_size: int = 16,
-                progress: bool = True, on_shard=None) -> Activations:
+                progress: bool = True, on_shard=None, verify: bool = False) -> Activations:
     """Harvest (or reuse from the cache, or resume) `n_tokens` non-BOS activations of `site`.
 
     `n_tokens` counts the activations an SAE will see: the store serves every position but
@@ -58,7 +58,8 @@ def activations(model=DEFAULT_MODEL, site: str = DEFAULT_SITE, *, n_tokens: int 
     the first ones of the corpus split (documents there are already in a seeded random order),
     so equal arguments give the same store. Held-out contexts come from the corpus's
     `heldout` split, whose documents never appear in `train`. `on_shard(i)` is called after
-    each shard harvested in this call (progress, timing).
+    each shard harvested in this call (progress, timing). `verify=True` re-hashes every shard of
+    an existing store and harvests the bad ones again (the repair a CorruptShardError advises).
     """
     from interp.data import corpus as corpus_mod
     from interp.data import model_sites, packing
@@ -75,7 +76,7 @@ def activations(model=DEFAULT_MODEL, site: str = DEFAULT_SITE, *, n_tokens: int 
                                   progress=progress)
     store = model_sites.harvest_model(m, tokens, [site], corpus_revision=corpus.revision,
                                       dtype=dtype, batch_size=batch_size, progress=progress,
-                                      on_shard=on_shard)
+                                      on_shard=on_shard, verify=verify)
     heldout = packing.packed_split("heldout", m.tokenizer, context_len, heldout_contexts,
                                    corpus=corpus, progress=progress)
     return Activations(m, site, store, heldout)
@@ -155,7 +156,6 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
     The data order is `training_batches(..., seed=config.seed)`.
     """
     import fcntl
-    import json
     import time
 
     from interp import cache, sae
@@ -177,8 +177,7 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
-            state, _, history, _ = sae.load_checkpoint(folder)
-            seconds = json.loads(done.read_text())["seconds"]
+            state, history, seconds = _reload_run(folder)
             return TrainedRun(state, configs, history, seconds, True)
         every = checkpoint_every or max(config.steps // 4, 1)
         start = time.perf_counter()
@@ -193,8 +192,31 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
             state, history = sae.train(config, data(), log_every=log_every, checkpoint_dir=folder,
                                        checkpoint_every=every, progress=progress)
         seconds = time.perf_counter() - start
-        cache.atomic_write_bytes(done, json.dumps({"seconds": seconds}).encode())
+        cache.write_checked_json(done, {"seconds": seconds})
         return TrainedRun(state, configs, history, seconds, False)
+
+
+def _reload_run(folder):
+    """(state, history, seconds) of a finished cached run; `CorruptCacheError` naming the
+    folder to delete if its checkpoint or `done.json` is missing, damaged or inconsistent."""
+    from interp import cache, sae
+    from interp.sae.checkpoint import CHECKPOINT_FILE
+
+    checkpoint = folder / CHECKPOINT_FILE
+    if not checkpoint.exists():
+        raise cache.CorruptCacheError(checkpoint, "missing although done.json marks the run "
+                                      "finished", delete=folder, then="to train it again")
+    try:
+        state, _, history, _ = sae.load_checkpoint(folder)
+    except sae.CorruptCheckpointError as e:
+        raise cache.CorruptCacheError(e.path, e.problem, delete=folder,
+                                      then="to train it again") from e
+    record = cache.read_checked_json(folder / "done.json", delete=folder,
+                                     then="to train it again")
+    if not isinstance(record, dict) or not isinstance(record.get("seconds"), (int, float)):
+        raise cache.CorruptCacheError(folder / "done.json", "holds no number 'seconds'",
+                                      delete=folder, then="to train it again")
+    return state, history, record["seconds"]
 
 
 def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float = 4e-3,

@@ -14,7 +14,8 @@ import importlib
 _EXPORTS = {
     "Corpus": "corpus", "CorpusNotFetched": "corpus", "assemble": "corpus", "load": "corpus",
     "pack": "packing", "packed_split": "packing", "tokenizer_fingerprint": "packing",
-    "ActivationStore": "store", "CorruptShardError": "store", "IncompleteStoreError": "store",
+    "ActivationStore": "store", "CorruptShardError": "store", "CorruptStoreError": "store",
+    "UnknownStoreSiteError": "store", "IncompleteStoreError": "store",
     "StoreMismatchError": "store", "StoreSpec": "store", "harvest": "store",
     "open_store": "store",
 }

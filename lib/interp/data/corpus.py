@@ -40,12 +40,31 @@ class CorpusNotFetched(FileNotFoundError):
     """The corpus has not been assembled on this machine yet."""
 
 
-class CorpusCorrupt(RuntimeError):
-    """An assembled split file no longer matches the checksum recorded when it was written."""
+class CorpusCorrupt(ValueError, RuntimeError):
+    """The assembled corpus is damaged: `corpus.json` unreadable, or a split file no longer
+    matches the checksum recorded when it was written. The message names the file and the
+    command that rebuilds it. (Also a RuntimeError, what it was first.)"""
+
+
+REBUILD = "`python -m interp.data.corpus fetch --force`"
+
+
+def _read_manifest_file(path: Path) -> dict:
+    """sources.json parsed; ValueError naming the file if it is not JSON or lacks a field."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        incomplete = [i for i, src in enumerate(manifest["sources"])
+                      if not {"name", "split", "artifact"} <= set(src)]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a valid corpus manifest ({type(e).__name__}: {e}); "
+                         "it needs a 'sources' list") from None
+    if incomplete:
+        raise ValueError(f"{path}: sources {incomplete} lack 'name', 'split' or 'artifact'")
+    return manifest
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> dict:
-    manifest = json.loads(Path(path).read_text())
+    manifest = _read_manifest_file(Path(path))
     for src in manifest["sources"]:
         if src["name"] not in readers.READERS:
             raise ValueError(f"{path}: source {src['name']!r} has no reader; "
@@ -124,9 +143,14 @@ class Corpus:
 
     def documents(self, split: str) -> Iterator[dict]:
         """Yield {source, id, text, meta} dicts in the split's fixed order."""
-        with open(self.split_path(split), encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)
+        path = self.split_path(split)
+        with open(path, encoding="utf-8", errors="strict") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CorpusCorrupt(f"{path} line {number} is not valid JSON ({e}); rebuild "
+                                        f"the corpus with {REBUILD}") from None
 
     def texts(self, split: str, sources: list[str] | None = None) -> Iterator[str]:
         for doc in self.documents(split):
@@ -152,13 +176,41 @@ def corpus_path(rev: str | None = None) -> Path:
 
 
 def load(rev: str | None = None) -> Corpus:
-    """The assembled corpus of the current revision; a clear error if it was never fetched."""
+    """The assembled corpus of the current revision; a clear error if it was never fetched
+    or its `corpus.json` is damaged."""
     path = corpus_path(rev)
     info_path = path / "corpus.json"
     if not info_path.exists():
         raise CorpusNotFetched(f"no assembled corpus at {path}; run "
                                "`python -m interp.data.corpus fetch` (the Makefile's setup does)")
-    return Corpus(path, json.loads(info_path.read_text()))
+    problem = _info_problem(info_path, path.name)
+    if problem:
+        raise CorpusCorrupt(f"{info_path} is damaged ({problem}); rebuild the corpus with "
+                            f"`python -m interp.data.corpus fetch` (it reassembles a damaged "
+                            f"corpus from the cached downloads), or delete {path}")
+    return Corpus(path, json.loads(info_path.read_text(encoding="utf-8")))
+
+
+def _info_problem(info_path: Path, rev: str) -> str | None:
+    """Why `corpus.json` cannot be trusted, or None: every field that readers use is checked."""
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"not valid JSON: {e}"
+    if not isinstance(info, dict):
+        return f"a JSON {type(info).__name__}, not an object"
+    if info.get("revision") != rev:
+        return f"revision {info.get('revision')!r}, but it sits in the folder of revision {rev}"
+    splits = info.get("splits")
+    for split in SPLITS:
+        entry = splits.get(split) if isinstance(splits, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("documents"), int)
+                and isinstance(entry.get("text_bytes"), int)):
+            return f"no valid record of split {split!r} (sha256, documents, text_bytes)"
+    if not isinstance(info.get("sources"), dict):
+        return "no 'sources' statistics"
+    return None
 
 
 def assemble(force: bool = False, progress: bool = True, workers: int = 4) -> Corpus:
@@ -169,7 +221,12 @@ def assemble(force: bool = False, progress: bool = True, workers: int = 4) -> Co
     rev = revision(manifest)
     out = corpus_path(rev)
     if (out / "corpus.json").exists() and not force:
-        return load(rev)
+        problem = _info_problem(out / "corpus.json", rev)
+        if problem is None:
+            return load(rev)
+        # Derived data only (the downloads stay cached), so rebuilding loses nothing.
+        print(f"warning: {out / 'corpus.json'} is damaged ({problem}); reassembling the corpus",
+              file=sys.stderr)
     seed, percent = manifest["seed"], manifest["heldout_percent"]
     sources = manifest["sources"]
 

@@ -40,6 +40,9 @@ class Artifact:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown artifact fields {sorted(unknown)}; allowed {sorted(known)}")
+        missing = {"registry", "package", "version", "filename", "sha256"} - set(d)
+        if missing:
+            raise ValueError(f"artifact {d} lacks fields {sorted(missing)}")
         return cls(**{**d, "pip_args": tuple(d.get("pip_args", ()))})
 
     @property

@@ -5,6 +5,7 @@ contexts and appends the results, cast to float16 or bfloat16 on the device, to 
 
     <store>/manifest.json             spec, sites, dtype, token count, per-shard sha256
     <store>/tokens/shard-00000.bin    int32 [contexts, T]          (for max-activating examples)
+    <store>/tokens/shard-00000.json   the shard's own record: spec key, file sizes and sha256
     <store>/<site>/shard-00000.bin    dtype [contexts, T, d_site]
 
 Why this shape:
@@ -14,9 +15,12 @@ Why this shape:
   manifest) only when complete; an interrupted harvest restarts at the first unrecorded shard.
   Shard boundaries depend only on `contexts_per_shard`, not on batch size or device count, so a
   resumed store is the same as an uninterrupted one.
-- *Checked.* Every shard's size and SHA-256 are in the manifest and are checked whenever a
-  shard is read; a corrupt or truncated shard is reported by name and `harvest(...,
-  verify=True)` rebuilds exactly the bad shards.
+- *Checked.* Every shard's size and SHA-256 are in the manifest; sizes are checked on every
+  read and the SHA-256 the first time a process reads a shard (again if the file changes), which
+  costs about as much as reading the file. A corrupt or truncated shard is reported by name and
+  harvesting again with `verify=True` rebuilds exactly the bad shards. A damaged manifest is
+  reported by `ActivationStore` and rebuilt by `harvest` from the per-shard records, keeping
+  every shard whose checksum still matches.
 - *Shared.* By default the store lives in `cache_dir("activations", key)` where the key hashes
   everything that determines it (model id, sites, tokens, corpus revision, dtype, shard size), so
   two notebooks asking for the same activations share one harvest.
@@ -38,6 +42,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,19 +58,37 @@ TOKENS = "tokens"
 DEFAULT_SHARD_BYTES = 64 << 20
 
 
-class CorruptShardError(RuntimeError):
-    """One or more shard files are missing, truncated or fail their checksum."""
+REPAIR_ADVICE = ("call the same harvest again with verify=True (interp.data.store.harvest(..., "
+                 "verify=True) or interp.lm_sae.activations(..., verify=True)) to rebuild exactly "
+                 "the bad shards")
+
+
+class CorruptStoreError(ValueError):
+    """The store folder is damaged (manifest unreadable or inconsistent, or bad shards); the
+    message names the folder and how to repair it."""
+
+
+class CorruptShardError(CorruptStoreError, RuntimeError):
+    """One or more shard files are missing, truncated or fail their checksum.
+    (Also a RuntimeError, what it was before `CorruptStoreError` existed.)"""
 
     def __init__(self, store: Path, problems: dict[str, str]):
         self.store = Path(store)
         self.problems = problems
         listing = "; ".join(f"{name}: {why}" for name, why in sorted(problems.items()))
         super().__init__(f"activation store {store}: {len(problems)} bad shard file(s): {listing}. "
-                         "Rebuild them with interp.data.store.harvest(..., verify=True).")
+                         f"To repair, {REPAIR_ADVICE}; or delete {store}.")
 
 
 class StoreMismatchError(ValueError):
     """An existing store folder was written for a different spec."""
+
+
+class UnknownStoreSiteError(KeyError, ValueError):
+    """A site the store does not hold; the message lists the ones it does."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
 
 
 class IncompleteStoreError(RuntimeError):
@@ -110,8 +133,20 @@ def _shard_name(owner: str, index: int) -> str:
     return f"{_dir_name(owner)}/shard-{index:05d}.bin"
 
 
+def _shard_index(name: str) -> int:
+    return int(name.rsplit("-", 1)[1].split(".")[0])
+
+
+def _record_name(index: int) -> str:
+    return f"{TOKENS}/shard-{index:05d}.json"
+
+
 def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def _row_bytes(spec: StoreSpec, owner: str) -> int:
@@ -217,6 +252,88 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     atomic_write_bytes(path / "manifest.json", json.dumps(manifest, indent=1).encode())
 
 
+def _spec_json(spec: StoreSpec) -> dict:
+    return json.loads(json.dumps(asdict(spec)))
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (f"activation store {path}: manifest.json is damaged ({why}). Call the same harvest "
+            "again (interp.data.store.harvest or interp.lm_sae.activations) to rebuild it, keeping "
+            f"every shard whose checksum still matches; or delete {path}.")
+
+
+def _parse_manifest(path: Path) -> tuple[dict | None, str | None]:
+    """(the parsed manifest, None), or (None, why it is not a JSON object)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"not valid JSON: {e}"
+    if not isinstance(manifest, dict):
+        return None, f"a JSON {type(manifest).__name__}, not an object"
+    return manifest, None
+
+
+def _spec_from_json(value) -> StoreSpec | None:
+    """The spec a manifest records, or None if it is not a well-formed spec."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        spec = StoreSpec(**value)
+    except TypeError:
+        return None
+    ints = (spec.n_contexts, spec.context_length, spec.contexts_per_shard)
+    well_formed = (all(type(n) is int and n > 0 for n in ints)
+                   and isinstance(spec.sites, dict) and spec.dtype in STORAGE_DTYPES
+                   and all(isinstance(k, str) and type(d) is int and d > 0
+                           for k, d in spec.sites.items()))
+    return spec if well_formed else None
+
+
+def _entry_problem(spec: StoreSpec, index: int, entry) -> str | None:
+    """Why a manifest's record of shard `index` is unusable, or None if it is well formed."""
+    if entry is None:
+        return "no entry"
+    start, stop = spec.shard_range(index)
+    if not isinstance(entry, dict) or entry.get("contexts") != [start, stop]:
+        return f"entry does not cover contexts [{start}, {stop})"
+    files = entry.get("files")
+    expected = {_shard_name(o, index): (stop - start) * _row_bytes(spec, o)
+                for o in (TOKENS, *spec.sites)}
+    if not isinstance(files, dict) or set(files) != set(expected):
+        return f"entry lists files {sorted(files) if isinstance(files, dict) else files!r}"
+    for name, size in expected.items():
+        f = files[name]
+        if not isinstance(f, dict) or f.get("bytes") != size or not _is_sha256(f.get("sha256")):
+            return f"entry of {name} lacks its size ({size}) or sha256"
+    return None
+
+
+def _manifest_problem(manifest: dict, spec: StoreSpec) -> str | None:
+    """Why a parsed manifest (of `spec`) cannot be trusted, or None."""
+    if manifest.get("format") != FORMAT_VERSION:
+        return f"format {manifest.get('format')!r}, but its spec says {FORMAT_VERSION}"
+    shards = manifest.get("shards")
+    if not isinstance(shards, dict) or not isinstance(manifest.get("complete"), bool):
+        return "no 'shards' object or 'complete' flag"
+    unknown = sorted(set(shards) - {str(i) for i in range(spec.n_shards)})
+    if unknown:
+        return f"shard entries {unknown} outside 0..{spec.n_shards - 1}"
+    for key, entry in sorted(shards.items()):
+        why = _entry_problem(spec, int(key), entry)
+        if why:
+            return f"shard {key}: {why}"
+    missing = [i for i in range(spec.n_shards) if str(i) not in shards]
+    if manifest["complete"] and missing:
+        return (f"marked complete but has no entry for shard(s) {_ranges(missing)} "
+                f"of {spec.n_shards}")
+    return None
+
+
+def _ranges(indices: list[int]) -> str:
+    shown = ", ".join(map(str, indices[:8]))
+    return shown + (f", ... ({len(indices)} in all)" if len(indices) > 8 else "")
+
+
 def _check_file(path: Path, name: str, entry: dict, full: bool) -> str | None:
     file = path / name
     if not file.exists():
@@ -275,29 +392,19 @@ def harvest(activation_fn: Callable, tokens: np.ndarray, *, model: str, corpus_r
 
 def _harvest_locked(activation_fn, params, tokens, spec: StoreSpec, path: Path, *,
                     batch_size: int, verify: bool, progress: bool, on_shard) -> ActivationStore:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     dtype = spec.dtype
-    manifest_path = path / "manifest.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("spec") != json.loads(json.dumps(asdict(spec))):
-            old, new = manifest.get("spec", {}), json.loads(json.dumps(asdict(spec)))
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise StoreMismatchError(f"{path} holds a store with a different spec (fields {diff}); "
-                                     "use another path or delete it")
-        bad = check_shards(path, manifest, full=verify)
-        for name in bad:
-            index = int(name.rsplit("-", 1)[1].split(".")[0])
-            manifest["shards"].pop(str(index), None)
-        if bad:
-            manifest["complete"] = False
-            _write_manifest(path, manifest)
-        if manifest["complete"]:
-            return ActivationStore(path)
-    else:
-        manifest = _new_manifest(spec)
+    manifest = _manifest_for_harvest(path, spec)
+    bad = check_shards(path, manifest, full=verify)
+    for name in bad:
+        manifest["shards"].pop(str(_shard_index(name)), None)
+    complete = len(manifest["shards"]) == spec.n_shards
+    if bad or complete != manifest["complete"]:
+        manifest["complete"] = complete
         _write_manifest(path, manifest)
+    if manifest["complete"]:
+        return ActivationStore(path)
     for stale in path.glob("*/.*.partial"):
         stale.unlink()
 
@@ -361,6 +468,7 @@ def _harvest_locked(activation_fn, params, tokens, spec: StoreSpec, path: Path, 
                                        f"expected {expected}")
                 partial.replace(path / name)
                 entry["files"][name] = {"bytes": expected, "sha256": hashers[owner].hexdigest()}
+            _write_record(path, spec, index, entry)
             manifest["shards"][str(index)] = entry
             _write_manifest(path, manifest)
             if on_shard is not None:
@@ -371,25 +479,103 @@ def _harvest_locked(activation_fn, params, tokens, spec: StoreSpec, path: Path, 
     return ActivationStore(path)
 
 
+def _manifest_for_harvest(path: Path, spec: StoreSpec) -> dict:
+    """The folder's manifest if it is sound and of `spec`; else one rebuilt from what survives.
+
+    A different (well-formed) spec is an error: the folder is another store. A damaged manifest
+    is rebuilt from its usable entries and the per-shard records, keeping only shards whose
+    files pass a full checksum, so nothing sound is harvested twice.
+    """
+    damaged, problem = None, None
+    if (path / "manifest.json").exists():
+        damaged, problem = _parse_manifest(path)
+    if damaged is not None:
+        old, new = damaged.get("spec"), _spec_json(spec)
+        if old != new and _spec_from_json(old) is not None:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise StoreMismatchError(f"{path} holds a store with a different spec (fields {diff}); "
+                                     "use another path or delete it")
+        problem = "unreadable spec" if old != new else _manifest_problem(damaged, spec)
+        if problem is None:
+            return damaged
+    return _rebuild_manifest(path, spec, damaged, problem)
+
+
+def _rebuild_manifest(path: Path, spec: StoreSpec, damaged: dict | None,
+                      problem: str | None) -> dict:
+    manifest = _new_manifest(spec)
+    old = damaged.get("shards") if isinstance(damaged, dict) else None
+    old = old if isinstance(old, dict) else {}
+    for index in range(spec.n_shards):
+        entry = old.get(str(index))
+        if _entry_problem(spec, index, entry) is not None:
+            entry = _read_record(path, spec, index)
+        if entry is not None:
+            manifest["shards"][str(index)] = entry
+    for name in check_shards(path, manifest, full=True):
+        manifest["shards"].pop(str(_shard_index(name)), None)
+    if problem is not None:
+        warnings.warn(f"activation store {path}: manifest.json was damaged ({problem}); rebuilt "
+                      f"it, keeping {len(manifest['shards'])} of {spec.n_shards} shards whose "
+                      "checksums match and harvesting the rest again", stacklevel=5)
+    _write_manifest(path, manifest)
+    return manifest
+
+
+def _write_record(path: Path, spec: StoreSpec, index: int, entry: dict) -> None:
+    """The shard's own copy of its manifest entry, so a damaged manifest can be rebuilt."""
+    record = {"spec_key": spec.key(), "shard": entry}
+    atomic_write_bytes(path / _record_name(index), json.dumps(record, indent=1).encode())
+
+
+def _read_record(path: Path, spec: StoreSpec, index: int) -> dict | None:
+    """Shard `index`'s record if it is readable and of `spec`; StoreMismatchError if it belongs
+    to another spec (the folder is another store whose manifest was lost)."""
+    try:
+        record = json.loads((path / _record_name(index)).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("spec_key") != spec.key():
+        raise StoreMismatchError(f"{path}: shard record {_record_name(index)} belongs to another "
+                                 "store (different spec) and the manifest is missing or damaged; "
+                                 f"use another path or delete {path}")
+    entry = record.get("shard")
+    return entry if _entry_problem(spec, index, entry) is None else None
+
+
 # --- reading -----------------------------------------------------------------------------------
 
+# Shard files whose SHA-256 this process has checked: (file, inode, size, mtime_ns, sha256).
+# A file replaced or rewritten since gets a new key and is hashed again.
+_VERIFIED: set[tuple] = set()
+
+
 class ActivationStore:
-    """A complete harvest on disk; reads verify each shard's checksum as they load it."""
+    """A complete harvest on disk; reads check each shard's checksum the first time they load it
+    (per process) and its size every time."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.exists():
             raise FileNotFoundError(f"no activation store at {self.path} (manifest.json missing)")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: store format {self.manifest.get('format')}, "
+        manifest, problem = _parse_manifest(self.path)
+        if problem:
+            raise CorruptStoreError(_damaged(self.path, problem))
+        if manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: store format {manifest.get('format')}, "
                              f"this code reads {FORMAT_VERSION}")
-        if not self.manifest["complete"]:
+        spec = _spec_from_json(manifest.get("spec"))
+        problem = "no well-formed 'spec'" if spec is None else _manifest_problem(manifest, spec)
+        if problem:
+            raise CorruptStoreError(_damaged(self.path, problem))
+        if not manifest["complete"]:
             raise IncompleteStoreError(
-                f"{self.path}: harvest incomplete ({len(self.manifest['shards'])} of "
-                f"{self.manifest['n_shards']} shards); call harvest(...) again to resume")
-        self.spec = StoreSpec(**self.manifest["spec"])
+                f"{self.path}: harvest incomplete ({len(manifest['shards'])} of "
+                f"{spec.n_shards} shards); call harvest(...) again to resume")
+        self.manifest, self.spec = manifest, spec
 
     def __repr__(self) -> str:
         return (f"ActivationStore({self.spec.model!r}, sites={list(self.sites)}, "
@@ -420,9 +606,14 @@ class ActivationStore:
         why = _check_file(self.path, name, entry, full=False)
         if why:
             raise CorruptShardError(self.path, {name: why})
+        stat = file.stat()
         data = file.read_bytes()
-        if verify and _sha256(data) != entry["sha256"]:
-            raise CorruptShardError(self.path, {name: "checksum mismatch"})
+        identity = (str(file.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                    entry["sha256"])
+        if verify and identity not in _VERIFIED:
+            if _sha256(data) != entry["sha256"]:
+                raise CorruptShardError(self.path, {name: "checksum mismatch"})
+            _VERIFIED.add(identity)
         start, stop = self.spec.shard_range(index)
         t = self.spec.context_length
         if owner == TOKENS:
@@ -437,7 +628,15 @@ class ActivationStore:
     def read(self, site: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Contexts [start, stop) of one site in harvest order, float32 [n, T, d]."""
         self._check_site(site)
-        stop = self.spec.n_contexts if stop is None else stop
+        n = self.spec.n_contexts
+        stop = n if stop is None else stop
+        if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))
+                and 0 <= start <= stop <= n):
+            raise ValueError(f"read({site!r}, {start!r}, {stop!r}): contexts [{start}, {stop}) are "
+                             f"not inside the store, which holds contexts [0, {n}) "
+                             "(need 0 <= start <= stop <= n_contexts)")
+        if start == stop:
+            return np.zeros((0, self.spec.context_length, self.spec.sites[site]), np.float32)
         per = self.spec.contexts_per_shard
         parts = []
         for i in range(start // per, -(-stop // per)):
@@ -451,8 +650,9 @@ class ActivationStore:
         return self.spec.n_contexts * (self.spec.context_length - int(drop_bos))
 
     def _check_site(self, site: str) -> None:
-        if site not in self.spec.sites:
-            raise KeyError(f"site {site!r} not in store; it has {sorted(self.spec.sites)}")
+        if not isinstance(site, str) or site not in self.spec.sites:
+            raise UnknownStoreSiteError(f"site {site!r} not in store {self.path}; it has "
+                                        f"{sorted(self.spec.sites)}")
 
     def batches(self, site: str | Sequence[str], batch_size: int, *, seed: int, epoch: int = 0,
                 drop_bos: bool = True, buffer_rows: int = 1 << 17, drop_remainder: bool = False,
@@ -467,8 +667,9 @@ class ActivationStore:
         sites = [site] if isinstance(site, str) else list(site)
         for s in sites:
             self._check_site(s)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batch_size < 1 or buffer_rows < 1:
+            raise ValueError(f"batch_size and buffer_rows must be positive, got {batch_size} and "
+                             f"{buffer_rows}")
         rng = np.random.default_rng([seed, epoch])
         pool: dict[str, list[np.ndarray]] = {s: [] for s in sites}
         pooled = 0

@@ -105,7 +105,14 @@ class Model:
         return self.tokenizer.decode(new) if isinstance(prompt, str) else new
 
     def topk(self, ids: Sequence[int], k: int = 10) -> np.ndarray:
-        """Top-k next-token ids `[T, k]` (descending) for every position of one sequence."""
+        """Top-k next-token ids `[T, k]` (descending) for every position of one sequence.
+
+        ValueError for an empty or over-long sequence or a k outside 1..vocab: the forward
+        would otherwise score positions past the context or fail inside `lax.top_k`."""
+        sampling.check_prompt(self.cfg, [list(ids)])
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) \
+                or not 1 <= k <= self.cfg.vocab_size:
+            raise ValueError(f"k must be an integer in 1..{self.cfg.vocab_size}, got {k!r}")
         logits = self.forward([list(ids)]).logits[0]
         return np.asarray(jax.lax.top_k(logits, k)[1])
 

@@ -9,6 +9,7 @@ share one compiled program. Every random choice comes from `seed`.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -86,6 +87,55 @@ def _step(arch, params, token, pos, cfg, hooks, cache, counts, banned, key, temp
     return nxt, out.cache
 
 
+def check_sampling(*, temperature: float, top_p: float, frequency_penalty: float,
+                   max_new_tokens: int, seed: int = 0) -> None:
+    """ValueError naming the first bad sampling argument. NaN and infinities are refused:
+    they would not fail, they would silently sample garbage from NaN logits."""
+    def finite(x) -> bool:
+        try:
+            return math.isfinite(float(x))
+        except (TypeError, ValueError):
+            return False
+
+    if not finite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), "
+                         f"got {temperature}")
+    if not finite(top_p) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not finite(frequency_penalty):
+        raise ValueError(f"frequency_penalty must be a finite number, got {frequency_penalty}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+            or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or not -2**63 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63) (a 64-bit PRNG seed), "
+                         f"got {seed!r}")
+
+
+def check_prompt(cfg: core.Config, prompt: Sequence[Sequence[int]],
+                 new_tokens: int = 0) -> np.ndarray:
+    """The prompt as int32 `[batch, seq]`; ValueError if it is empty, ragged, has ids outside
+    the vocabulary (the embedding lookup would silently clamp them) or, with `new_tokens` more,
+    does not fit in the model's context."""
+    try:
+        tokens = np.asarray(prompt, np.int64)
+    except (TypeError, ValueError, OverflowError):
+        tokens = None
+    if tokens is None or tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError("prompt must be a non-empty [batch, seq] list of token ids of equal "
+                         "length (an empty prompt has nothing to continue)")
+    if tokens.min() < 0 or tokens.max() >= cfg.vocab_size:
+        raise ValueError(f"prompt has token ids outside 0..{cfg.vocab_size - 1} (the vocabulary): "
+                         f"min {tokens.min()}, max {tokens.max()}")
+    t = tokens.shape[1]
+    if t + new_tokens > cfg.context_length:
+        extra = f" + {new_tokens} new tokens" if new_tokens else ""
+        raise ValueError(f"prompt of {t} tokens{extra} = {t + new_tokens} exceeds the model's "
+                         f"context length of {cfg.context_length} tokens; shorten it")
+    return tokens.astype(np.int32)
+
+
 def generate(arch, params, cfg: core.Config, prompt: Sequence[Sequence[int]], *,
              max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
              frequency_penalty: float = 0.0, seed: int = 0,
@@ -97,19 +147,13 @@ def generate(arch, params, cfg: core.Config, prompt: Sequence[Sequence[int]], *,
     the output); the batch ends when all rows have stopped or after `max_new_tokens`.
     `never_sample` ids get probability zero (Gemma's image and control tokens).
     """
-    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 0:
-        raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 0; got "
-                         f"{temperature}, {top_p}, {max_new_tokens}")
-    tokens = np.asarray(prompt, np.int32)
-    if tokens.ndim != 2 or tokens.shape[1] == 0:
-        raise ValueError("prompt must be a non-empty [batch, seq] list of token ids of equal length")
+    check_sampling(temperature=temperature, top_p=top_p, frequency_penalty=frequency_penalty,
+                   max_new_tokens=max_new_tokens, seed=seed)
+    tokens = check_prompt(cfg, prompt, max_new_tokens)
     if max_new_tokens == 0:
         return [[] for _ in range(tokens.shape[0])]
     b, t = tokens.shape
-    max_len = -(-(t + max_new_tokens) // 64) * 64
-    if max_len > cfg.context_length:
-        raise ValueError(f"prompt + new tokens ({t + max_new_tokens}) exceed the context "
-                         f"length {cfg.context_length}")
+    max_len = min(-(-(t + max_new_tokens) // 64) * 64, cfg.context_length)
     cache = core.init_cache(cfg, b, max_len)
     banned = np.zeros(cfg.vocab_size, bool)
     banned[[i for i in never_sample if i not in set(stop_tokens)]] = True
