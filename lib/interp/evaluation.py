@@ -130,7 +130,7 @@ def splice_metrics_many(model, site: str, encoder_decoders, tokens, *, batch_siz
     partial forward to the site and the zero-ablated run happen once per batch, and the
     reconstructions are spliced `group` at a time (with the clean run) in one batched call.
     An L1 sweep of 30 SAEs costs about 1.2 model passes per SAE instead of 3."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from interp.data.model_sites import parse_site
 

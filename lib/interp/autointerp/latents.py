@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclasses.dataclass(frozen=True)

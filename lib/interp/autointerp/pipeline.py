@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from interp.autointerp.explain import other_latent_explanations, random_explanation
 from interp.autointerp.records import LatentExamples, Record, Split, split

@@ -80,6 +80,11 @@ def collect(parameters: dict, profile: str, root: str | Path) -> dict[str, Any]:
     }
 
 
+def _table_cell(value: Any) -> str:
+    """A '|' in a value (a parameter's text) would split its table cell; escape it."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def show(parameters: dict, profile: str, root: str | Path) -> dict[str, Any]:
     """Display the provenance table in the notebook and return it."""
     from IPython.display import Markdown, display
@@ -99,6 +104,6 @@ def show(parameters: dict, profile: str, root: str | Path) -> dict[str, Any]:
         ("wall time", f"{info['wall_time_s']} s"),
         ("finished", info["finished_at"]),
     ]
-    lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines = ["| | |", "|---|---|"] + [f"| {k} | {_table_cell(v)} |" for k, v in rows]
     display(Markdown("\n".join(lines)))
     return info

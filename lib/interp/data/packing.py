@@ -79,7 +79,7 @@ def pack(texts: Iterable[str], tokenizer, context_length: int, *,
     buffer: list[int] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         bar = tqdm(total=max_contexts, desc="pack contexts", unit="ctx")
     for text in texts:
         ids = [int(i) for i in encode(text)]

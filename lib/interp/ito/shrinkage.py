@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @jax.tree_util.register_pytree_node_class

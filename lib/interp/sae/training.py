@@ -18,7 +18,7 @@ from typing import Any, Iterable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import common, dead as dead_lib, registry
 from .config import SWEEPABLE, SAEConfig
@@ -48,7 +48,17 @@ class TrainState(NamedTuple):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN/inf; the last good checkpoint (if any) is left untouched."""
+    """Training produced NaN/inf; the last good checkpoint (if any) is left untouched.
+    `runs` lists the diverged members of a sweep (empty for a single run)."""
+
+    def __init__(self, message: str, runs: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.runs = tuple(runs)
+
+
+class NonFiniteParamsError(NonFiniteLossError):
+    """Parameters or Adam moments became NaN/inf (even if the last loss was finite); no
+    checkpoint is written from them."""
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -330,30 +340,62 @@ def _run(cfg, runner, state, h, it, history, *, log_every, checkpoint_dir, check
                 state = runner.resample(state, x)
             if done % log_every == 0 or done == end:
                 summary = jax.device_get(runner.summary(state))
-                _raise_if_nonfinite(state, last_good)
+                _raise_if_nonfinite(state, last_good, sweep)
                 for k, v in summary.items():
                     history.setdefault(k, []).append(np.asarray(v).tolist())
                 state = runner.reset(state)
                 bar.set_postfix(loss=float(np.mean(summary["loss"])),
                                 l0=float(np.mean(summary["l0"])))
             if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
-                _raise_if_nonfinite(state, last_good)
+                _raise_if_nonfinite(state, last_good, sweep)
                 last_good = ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
             bar.update(1)
-    _raise_if_nonfinite(state, last_good)
+    _raise_if_nonfinite(state, last_good, sweep)
     if checkpoint_dir is not None:
         ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
     return state, history
 
 
-def _raise_if_nonfinite(state, last_good):
-    bad = np.asarray(jax.device_get(state.first_nonfinite_step))
-    if np.any(bad >= 0):
-        kept = f"; last good checkpoint kept at {last_good}" if last_good else \
-            "; no checkpoint was written"
-        raise NonFiniteLossError(
-            f"non-finite (NaN/inf) training loss first at step {int(bad[bad >= 0].min())}"
-            f"{kept}. Lower lr, enable grad_clip_norm, or check the input batches.")
+def _raise_if_nonfinite(state, last_good, sweep: dict | None = None):
+    """NonFiniteLossError if a loss was NaN/inf, NonFiniteParamsError if parameters or Adam
+    moments are; for a sweep the message names each diverged run by its hyperparameters."""
+    first_bad = np.atleast_1d(np.asarray(jax.device_get(state.first_nonfinite_step)))
+    finite = np.atleast_1d(np.asarray(jax.device_get(
+        _finite_runs(state.params, state.adam_m, state.adam_v, stacked=sweep is not None))))
+    runs = tuple(int(i) for i in np.flatnonzero((first_bad >= 0) | ~finite))
+    if not runs:
+        return
+    loss_diverged = bool(np.any(first_bad >= 0))
+    problems = []
+    for i in runs:
+        what = (f"non-finite (NaN/inf) training loss first at step {int(first_bad[i])}"
+                if first_bad[i] >= 0 else
+                f"non-finite (NaN/inf) parameters after step {int(np.max(state.step))}")
+        problems.append(f"{_run_label(sweep, i)}: {what}" if sweep else what)
+    kept = f"; last good checkpoint kept at {last_good}" if last_good else \
+        "; no checkpoint was written"
+    advice = ("Drop or change the named run(s) (lower lr / l1_coeff), enable grad_clip_norm, "
+              "or check the input batches." if sweep else
+              "Lower lr, enable grad_clip_norm, or check the input batches.")
+    error = NonFiniteLossError if loss_diverged else NonFiniteParamsError
+    raise error(f"{'; '.join(problems)}{kept}. {advice}", runs=runs if sweep else ())
+
+
+def _run_label(sweep: dict, i: int) -> str:
+    """'sweep run 1 (l1_coeff=0.02, seed=1)': a member of a sweep by its hyperparameters."""
+    values = ", ".join(f"{k}={v[i]}" for k, v in sweep.items())
+    return f"sweep run {i} ({values})"
+
+
+@functools.partial(jax.jit, static_argnames="stacked")
+def _finite_runs(params, adam_m, adam_v, *, stacked: bool):
+    """Per run (one entry for a single run): are all parameters and Adam moments finite?"""
+    leaves = jax.tree_util.tree_leaves((params, adam_m, adam_v))
+    if stacked:
+        flags = [jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in leaves]
+    else:
+        flags = [jnp.all(jnp.isfinite(a))[None] for a in leaves]
+    return jnp.all(jnp.stack(flags), axis=0)
 
 
 def _start(cfg: SAEConfig, batches):

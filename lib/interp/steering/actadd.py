@@ -169,7 +169,7 @@ def generate(model, site, prompt: str | Sequence[int], deltas, *, max_new_tokens
     batch_size.
     The prompt is BOS + tokens when given as text. Returns the new token ids per row.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from interp.models import sampling as sampling_mod
 

@@ -131,7 +131,7 @@ def train(config: TMSConfig, *, chunk: int = 500, progress: bool = True
     `chunk` steps (the steps of a chunk run inside one jitted `lax.scan`).
     Raises FloatingPointError if the loss becomes NaN/inf.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     key = jax.random.PRNGKey(config.seed)
     key, k_init = jax.random.split(key)

@@ -102,7 +102,7 @@ def train_compression(prog: tm.CompiledProgram, config: CompressionConfig, *,
     Raises FloatingPointError on a non-finite loss (W_emb of the last good step is lost
     only for this run; nothing else is touched).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if config.width > prog.d_model:
         raise ValueError(f"width {config.width} exceeds the compiled width {prog.d_model}")
