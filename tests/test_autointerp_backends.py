@@ -381,7 +381,7 @@ def test_tiny_jax_model_served_over_http_equals_direct(tiny):
         assert len(t.top) <= 3
     with A.ChatServer(tiny) as srv:
         c = A.OpenAICompatible(srv.base_url, tiny.model, api_key_env=None)
-        assert c.chat(m, s) == direct
+        assert c.chat(m, s) == direct  # exact: the same computation; JSON floats round-trip
     # (every sequence below fits one 64-token bucket: one compiled forward for the whole test)
     lp = tiny.slot_logprobs(m, ["a\t", "0\nb\t"], ["0", "1", "2"])
     assert lp.shape == (2, 3) and np.all(lp < 0)
@@ -389,7 +389,10 @@ def test_tiny_jax_model_served_over_http_equals_direct(tiny):
     full = tiny._log_probs(ids, [len(ids) - 1])
     assert lp[0] == pytest.approx(full[0, [ord("0"), ord("1"), ord("2")]], abs=1e-5)
     one = tiny.chat(m, Sampling(max_tokens=1, top_logprobs=2))  # the one-forward fast path
-    assert one.logprobs[0].token == direct.logprobs[0].token
+    # its token is the argmax of a full forward, generation's comes from the KV-cached decoder:
+    # on a near tie of the random tiny model they may differ, but only between tied tokens
+    top = direct.logprobs[0].top
+    assert top[one.logprobs[0].token] == pytest.approx(max(top.values()), abs=1e-5)
     assert one.logprobs[0].logprob == pytest.approx(direct.logprobs[0].logprob, abs=1e-5)
     with pytest.raises(ValueError, match="single-token"):
         tiny.slot_logprobs(m, ["a"], ["10"])

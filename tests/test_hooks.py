@@ -92,7 +92,9 @@ def test_captures_are_consistent(model):
     close(c["resid_post"], c["resid_mid"] + c["mlp_out"], 1e-4)
     close(c["logits"], out.logits)
     plain = model.forward(toks)
-    np.testing.assert_array_equal(np.asarray(plain.logits), np.asarray(out.logits))  # bit-exact
+    # captures only read values, but the capturing program compiles separately: float32 rounding
+    np.testing.assert_allclose(np.asarray(plain.logits), np.asarray(out.logits), rtol=1e-6,
+                               atol=1e-6)
 
 
 def test_attention_pattern_is_causal_and_windowed(model):
@@ -100,14 +102,14 @@ def test_attention_pattern_is_causal_and_windowed(model):
     p = np.asarray(out.captures["attn_pattern"])  # [L, B, H, T, S]
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
     q, k = np.meshgrid(np.arange(20), np.arange(20), indexing="ij")
-    assert np.all(p[..., k > q] == 0)
+    assert np.all(p[..., k > q] == 0)  # exact: exp(finfo.min - max) underflows to 0
     cfg = model.cfg
     for layer in range(cfg.n_layers):
         far = (q - k) >= (cfg.sliding_window or 10**9)
         if cfg.is_global(layer):
             assert np.all(p[layer][..., far] > 0) if far.any() else True
         else:
-            assert np.all(p[layer][..., far] == 0)
+            assert np.all(p[layer][..., far] == 0)  # exact, as above
     if cfg.arch == "gemma3":
         assert not cfg.is_global(0) and cfg.is_global(5)
 
@@ -156,7 +158,7 @@ def test_zero_ablation(model):
     out = model.forward(tokens(model), hooks=hooks.Hooks.of(
         hooks.zero_ablate("mlp_out", layers=1), hooks.capture("resid_mid", "resid_post", "mlp_out")))
     c = out.captures
-    assert np.all(np.asarray(c["mlp_out"][1]) == 0)
+    assert np.all(np.asarray(c["mlp_out"][1]) == 0)  # exact: written as zeros
     close(c["resid_post"][1], c["resid_mid"][1])
     assert np.abs(np.asarray(c["mlp_out"][2])).max() > 0
 
@@ -224,7 +226,7 @@ def test_global_site_interventions(model):
     plain = model.forward(toks, hooks=hooks.capture("embed"))
     close(out.captures["embed"], plain.captures["embed"] + 1.0)
     zero = model.forward(toks, hooks=hooks.zero_ablate("final_norm"))
-    assert np.all(np.asarray(zero.logits) == 0)
+    assert np.all(np.asarray(zero.logits) == 0)  # exact: the unembedding of exact zeros
 
 
 # --------------------------------------------------------------------- JAX transformations

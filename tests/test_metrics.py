@@ -30,7 +30,7 @@ def test_mse_nmse_fvu_definitions(xs):
     assert metrics.explained_variance(x, x_hat) == pytest.approx(1 - err / var)
     # predicting the mean gives FVU exactly 1; a perfect reconstruction gives 0
     assert metrics.fvu(x, np.broadcast_to(x.mean(0), x.shape)) == pytest.approx(1.0)
-    assert metrics.fvu(x, x) == 0.0
+    assert metrics.fvu(x, x) == 0.0  # exact: x - x is exactly 0
 
 
 def test_shrinkage_recovers_a_known_scale(xs):

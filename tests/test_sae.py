@@ -75,7 +75,7 @@ def test_relu_encode_matches_the_formula():
 def test_encoder_init_transpose_switch():
     cfg = small()
     p = sae.init_sae(jax.random.PRNGKey(0), cfg).params
-    np.testing.assert_array_equal(p["W_enc"], p["W_dec"].T)
+    np.testing.assert_array_equal(p["W_enc"], p["W_dec"].T)  # exact: a transposed copy
     q = sae.init_sae(jax.random.PRNGKey(0), cfg.replace(encoder_init_transpose=False)).params
     assert not np.allclose(q["W_enc"], q["W_dec"].T)
 
@@ -95,7 +95,7 @@ def test_decoder_gradient_projection_and_constraints():
                           axis=-1)
     np.testing.assert_allclose(le1, np.minimum(np.linspace(0.5, 2.0, cfg.d_sae), 1.0), rtol=1e-5)
     free = common.constrain_decoder(big, cfg.replace(decoder_norm="free"))
-    np.testing.assert_array_equal(free, big)
+    np.testing.assert_array_equal(free, big)  # exact: "free" leaves the array untouched
 
 
 def test_learning_rate_schedule():
@@ -137,7 +137,9 @@ def test_prune_small_decoder_norms():
     assert pruned.config.d_sae == cfg.d_sae - cfg.d_sae // 4
     x = jax.random.normal(jax.random.PRNGKey(1), (4, cfg.d_in))
     keep = np.asarray(scale) == 1.0
-    np.testing.assert_allclose(pruned.encode(x), np.asarray(model.encode(x))[:, keep], rtol=1e-6)
+    # float32: a matmul over fewer latents may block (and round) differently
+    np.testing.assert_allclose(pruned.encode(x), np.asarray(model.encode(x))[:, keep], rtol=1e-5,
+                               atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- training

@@ -89,6 +89,7 @@ def test_ghost_gradient_reaches_only_dead_latents(strategy):
     alive = ~dead
     # b_dec is stopped, as specified (the cancellation is exact up to float32 rounding)
     assert float(jnp.max(jnp.abs(g["b_dec"]))) < 1e-5 * float(jnp.max(jnp.abs(g["W_enc"])))
+    # exact zeros: the ghost loss reaches latents only through a 0/1 dead mask
     np.testing.assert_array_equal(g["W_enc"][:, alive], 0.0)
     np.testing.assert_array_equal(g["b_enc"][alive], 0.0)
     np.testing.assert_array_equal(g["W_dec"][alive], 0.0)
@@ -107,6 +108,7 @@ def test_ghost_loss_is_zero_without_dead_latents():
     out = sae.relu.forward(params, x, cfg)
     recon = jnp.sum((x - out["x_hat"]) ** 2, -1)
     none = jnp.zeros(D_SAE, bool)
+    # exact: nothing is dead, so the loss is masked away
     assert float(dead_lib.ghost_loss(params, x, out["z"], out["x_hat"], recon, none, cfg)) == 0
 
 
@@ -128,6 +130,7 @@ def test_resampling_resets_exactly_the_dead_rows_and_their_adam_moments(arch):
     axes = sae.registry.get(arch).FEATURE_AXES
     for name in st.params:
         old_p, new_p = np.asarray(st.params[name]), np.asarray(new.params[name])
+        # exact below: untouched rows are copied, reset moments written as zeros
         if name not in axes:  # b_dec: not a per-latent parameter
             np.testing.assert_array_equal(new_p, old_p)
             np.testing.assert_array_equal(new.adam_m[name], st.adam_m[name])

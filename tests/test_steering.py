@@ -26,6 +26,28 @@ def random_sae(d, m, seed=0):
     return init_sae(jax.random.key(seed), SAEConfig(d_in=d, d_sae=m, architecture="relu"))
 
 
+GREEDY = {"temperature": 0.0, "frequency_penalty": 0.0}
+LOGIT_TIE = 1e-4  # float32 logits of order 1 from two differently compiled programs
+
+
+def assert_same_greedy_tokens(want, got, next_logits):
+    """Greedy continuations `want` and `got` of one prompt, decoded by two differently compiled
+    programs, agree token by token; they may part only where the top two logits of
+    `next_logits(prefix)` (the reference model after prompt + prefix) tie within rounding."""
+    for i, (a, b) in enumerate(zip(want, got)):
+        if a != b:
+            z = next_logits(list(want[:i]))
+            assert abs(z[a] - z[b]) < LOGIT_TIE, f"step {i}: {a} != {b}, logits {z[a]}, {z[b]}"
+            return
+    assert len(want) == len(got)
+
+
+def steered_next_logits(model, site, ids, delta):
+    """next_logits(prefix) of `model` steered by `delta` [P, d] at `site` (a full forward)."""
+    hooks = actadd.steering_hooks(model, site, delta)
+    return lambda prefix: np.asarray(model.forward([ids + prefix], hooks=hooks).logits[0, -1])
+
+
 def test_prompt_pair_pads_shorter_with_space_on_the_right(smol):
     pair = actadd.prompt_pair(smol, "I talk about weddings constantly",
                               "I do not talk about weddings constantly")
@@ -50,7 +72,7 @@ def test_vector_is_zero_at_bos_and_added_at_front_positions(tiny):
     assert len(pair.plus_ids) == len(pair.minus_ids) == 4  # BOS + 3 bytes; "xy" padded once
     h = np.asarray(actadd.actadd_vector(tiny, site, pair))
     assert h.shape == (4, tiny.cfg.d_model)
-    np.testing.assert_array_equal(h[0], 0.0)
+    np.testing.assert_allclose(h[0], 0.0, atol=1e-6)  # BOS: two rows of one batch, same input
     assert np.all(np.linalg.norm(h[1:], axis=-1) > 0)
     # the hook adds row t at absolute position t and nothing elsewhere
     ids = actadd.encode_prompt(tiny, "hello world")
@@ -60,7 +82,8 @@ def test_vector_is_zero_at_bos_and_added_at_front_positions(tiny):
                                                   hooks.capture("resid_post", layers=1)))
     steered = np.asarray(out.captures["resid_post"][0, 0])
     np.testing.assert_allclose(steered[:4] - clean[:4], 2.0 * h, atol=1e-4)
-    np.testing.assert_allclose(steered[4:], clean[4:], atol=0)
+    # float32: the hooked full forward and the clean partial forward are different programs
+    np.testing.assert_allclose(steered[4:], clean[4:], rtol=1e-5, atol=1e-5)
 
 
 def test_coefficient_zero_leaves_generation_unchanged(tiny):
@@ -68,15 +91,16 @@ def test_coefficient_zero_leaves_generation_unchanged(tiny):
     pair = actadd.prompt_pair(tiny, "love", "hate")
     h = np.asarray(actadd.actadd_vector(tiny, site, pair))
     ids = actadd.encode_prompt(tiny, "I think that")
-    knobs = dict(temperature=1.0, top_p=0.9, frequency_penalty=1.0)
-    plain = sampling.generate(tiny.arch, tiny.params, tiny.cfg, [ids] * 4, max_new_tokens=12,
-                              seed=3, stop_tokens=(), never_sample=tiny.never_sample, **knobs)
-    zero = actadd.generate(tiny, site, ids, np.stack([0.0 * h] * 4), max_new_tokens=12, seed=3,
-                           sampling=knobs, batch_size=4)
-    assert [list(map(int, r)) for r in zero] == plain
+    plain = sampling.generate(tiny.arch, tiny.params, tiny.cfg, [ids] * 2, max_new_tokens=12,
+                              stop_tokens=(), never_sample=tiny.never_sample, **GREEDY)
+    zero = actadd.generate(tiny, site, ids, np.stack([0.0 * h] * 2), max_new_tokens=12,
+                           sampling=GREEDY, batch_size=2)
+    unsteered = steered_next_logits(tiny, site, ids, 0.0 * h)
+    for want, got in zip(plain, zero):
+        assert_same_greedy_tokens(want, [int(t) for t in got], unsteered)
     # and steering does change it (so the comparison above can fail)
-    steered = actadd.generate(tiny, site, ids, np.stack([50.0 * h] * 4), max_new_tokens=12,
-                              seed=3, sampling=knobs, batch_size=4)
+    steered = actadd.generate(tiny, site, ids, np.stack([50.0 * h] * 2), max_new_tokens=12,
+                              sampling=GREEDY, batch_size=2)
     assert steered != plain
     with pytest.raises(ValueError, match="unknown sampling"):
         actadd.generate(tiny, site, ids, h, sampling={"top_k": 3})
@@ -84,18 +108,39 @@ def test_coefficient_zero_leaves_generation_unchanged(tiny):
         actadd.generate(tiny, site, ids[:2], h)
 
 
+def test_sampled_rows_are_seeded_per_chunk(tiny):
+    """Chunk 0 draws with `seed`, later chunks with other seeds. Exact: equal chunks run the same
+    compiled program on the same inputs with the same key."""
+    site = "blocks.1.resid_post"
+    h = np.asarray(actadd.actadd_vector(tiny, site, actadd.prompt_pair(tiny, "love", "hate")))
+    ids = actadd.encode_prompt(tiny, "I think that")
+    knobs = dict(temperature=1.0, top_p=0.9, frequency_penalty=1.0)
+    rows = np.stack([0.0 * h, 3.0 * h])
+
+    def run(deltas, seed):
+        return actadd.generate(tiny, site, ids, deltas, max_new_tokens=12, seed=seed,
+                               sampling=knobs, batch_size=2)
+
+    four = run(np.concatenate([rows, rows]), seed=3)
+    assert four[:2] == run(rows, seed=3)
+    assert four[2:] != four[:2]  # same vectors, the next chunk's seed
+    assert run(rows, seed=4) != four[:2]
+
+
 def test_multi_site_hooks_match_single_site(tiny):
     pair = actadd.prompt_pair(tiny, "ab", "cd")
     sites = ["blocks.0.resid_post", "blocks.1.resid_post"]
     h = np.asarray(actadd.actadd_vector(tiny, sites[1], pair))
     ids = actadd.encode_prompt(tiny, "some prompt")
-    knobs = dict(temperature=1.0, top_p=0.9)
     one = actadd.generate(tiny, sites[1], ids, np.stack([20 * h, 0 * h]), max_new_tokens=6,
-                          sampling=knobs, batch_size=2)
+                          sampling=GREEDY, batch_size=2)
     both = actadd.generate(tiny, sites, ids, np.stack([np.stack([0 * h, 0 * h]),
                                                        np.stack([20 * h, 0 * h])]),
-                           max_new_tokens=6, sampling=knobs, batch_size=2)
-    assert one == both
+                           max_new_tokens=6, sampling=GREEDY, batch_size=2)
+    assert one[0] != one[1]  # the steered row differs, so a misplaced vector would show
+    for row, delta in enumerate([20 * h, 0 * h]):
+        assert_same_greedy_tokens(one[row], both[row],
+                                  steered_next_logits(tiny, sites[1], ids, delta))
     with pytest.raises(ValueError, match="residual stream"):
         actadd.steering_hooks(tiny, "blocks.1.attn_out", h)
 
@@ -109,7 +154,8 @@ def test_reconstruction_plus_error_is_the_vector(tiny):
     np.testing.assert_allclose(dec.vector, h, atol=1e-6)
     np.testing.assert_allclose(dec.recon + dec.error, h, atol=1e-5)
     np.testing.assert_allclose(variants.recon_plus_error(dec), variants.orig(dec), atol=1e-5)
-    np.testing.assert_array_equal(dec.delta_f[0], 0.0)  # BOS: the same residual in both prompts
+    # BOS: the same residual in both prompts (two rows of one batch: equal up to rounding)
+    np.testing.assert_allclose(dec.delta_f[0], 0.0, atol=1e-6)
     feats = dec.top_features(5)
     np.testing.assert_allclose(variants.pruned(dec, feats) + variants.handpicked(dec, feats),
                                dec.vector, atol=1e-5)
@@ -146,7 +192,7 @@ def test_decomposition_recovers_known_decoder_directions():
     s = variants.single(dec, 4)
     np.testing.assert_allclose(np.linalg.norm(s[2]), np.linalg.norm(dec.vector[2]), rtol=1e-5)
     np.testing.assert_allclose(s[2] / np.linalg.norm(s[2]), w_dec[4], atol=1e-5)
-    assert np.all(s[[0, 1]] == 0)
+    assert np.all(s[[0, 1]] == 0)  # exact: rows never written
 
 
 def test_lexicons_count_whole_words():
@@ -242,7 +288,7 @@ def test_dropped_positions_are_zero_in_every_part(tiny):
     dec = decompose.decompose(tiny, site, sae, pair, drop_positions=(3, 4))
     full = decompose.decompose(tiny, site, sae, pair)
     for part in (dec.vector, dec.delta_f, dec.recon, dec.error):
-        np.testing.assert_array_equal(part[[3, 4]], 0.0)
+        np.testing.assert_array_equal(part[[3, 4]], 0.0)  # exact: multiplied by a 0 mask
     np.testing.assert_allclose(dec.vector[:3], full.vector[:3], atol=1e-6)
     np.testing.assert_allclose(dec.recon + dec.error, dec.vector, atol=1e-5)
 
@@ -254,7 +300,7 @@ def test_curve_includes_the_unsteered_point():
     results = [res("orig", 2.0, 3.0), res("unsteered", 0.0, 0.5), res("orig", 1.0, 1.0),
                res("recon", 1.0, 9.0)]
     c = sweep.curve(results, "orig")
-    np.testing.assert_array_equal(c["coeff"], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(c["coeff"], [0.0, 1.0, 2.0])  # exact: copied from the results
     np.testing.assert_array_equal(c["effect"], [0.5, 1.0, 3.0])
     np.testing.assert_array_equal(sweep.curve(results, "recon", "judge")["effect_se"], [0.0, 0.0])
     assert len(sweep.curve(results, "orig", baseline=None)["coeff"]) == 2

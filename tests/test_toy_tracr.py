@@ -97,6 +97,7 @@ def test_disk_cache_roundtrip_and_corruption(frac_prevs, tmp_path):
     assert back.residual_labels == frac_prevs.residual_labels
     assert back.input_encoding == frac_prevs.input_encoding
     ids = tm.encode(frac_prevs, tm.random_inputs(frac_prevs, 4, seed=0))
+    # exact: the same program on bit-identical reloaded weights
     np.testing.assert_array_equal(tm.forward(back, ids).output,
                                   tm.forward(frac_prevs, ids).output)
     blob = bytearray((tmp_path / "params.npz").read_bytes())
