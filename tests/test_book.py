@@ -17,7 +17,11 @@ import pytest
 
 from interp.book import params as P
 from interp.book.__main__ import main
+from interp.book.execute import (apply_carriage_returns, merge_parameter_cells,
+                                 shorten_machine_paths, tidy_outputs)
 from interp.book.execute import library_hash as real_library_hash
+from interp.book.site import (BuildFailed, PageTiming, check_tables_rendered, timing_table,
+                              unrendered_tables)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "book"
 
@@ -146,10 +150,25 @@ def test_run_executes_a_copy_with_parameters_claims_and_provenance(book, capsys)
     assert "Provenance" in json.dumps(executed["cells"][-2])
     assert "parameter hash" in text and "git revision" in text and "wall time" in text
     assert executed["metadata"]["interp"]["parameters"]["steps"] == 4
+    # no path of the build machine anywhere in the page's notebook (it is downloadable)
+    raw = (book / "_build/executed/cpu/good.ipynb").read_text()
+    assert str(book) not in raw and str(book.resolve()) not in raw
+    # one parameters view: the values used, each change naming the notebook's default
+    tagged = [c for c in executed["cells"] if {"parameters", "injected-parameters"}
+              & set(c["metadata"].get("tags", []))]
+    assert len(tagged) == 1
+    assert "".join(tagged[0]["source"]).splitlines() == [
+        "# Parameters of this run (profile cpu); a changed value names the notebook's default",
+        "steps = 4  # how many terms to sum; notebook default: 3",
+        "scale = 0.25  # multiplies the sum; notebook default: 0.5",
+        "label = 'a # not a comment'  # a text parameter",
+        "verbose = False  # print more",
+        "sizes = [1, 2]  # a list parameter"]
     records = [json.loads(x) for x in (book / "_build/executed/cpu/good.claims.jsonl")
                .read_text().splitlines()]
     assert records == [{"claim_id": "FX-1", "claim": "The scaled sum exceeds one.",
-                        "verdict": "reproduced", "numbers": {"total": 2.5}, "notebook": "good"}]
+                        "verdict": "reproduced", "numbers": {"total": 2.5}, "notebook": "good",
+                        "source": "", "rule": "", "effect": None, "reason": ""}]
 
     capsys.readouterr()
     assert cli(book, "run", "good", "--profile", "cpu", "--set", "steps=4") == 0
@@ -179,14 +198,21 @@ def test_failure_exits_1_naming_notebook_and_cell_and_keeps_good_copies(book, ca
     assert (book / "_build/executed/smoke/fails.ipynb").read_bytes() == good_copy
 
 
-def test_build_renders_html_offline_and_second_build_executes_nothing(book, capsys):
+def test_build_renders_html_offline_and_second_build_executes_nothing(book, capsys, monkeypatch):
     assert cli(book, "build", "--profile", "smoke") == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert "executed 2 notebook(s): good, fails" in out
+    # says which notebook runs before it runs, then each page's time and the total
+    assert "[1/2] good (profile smoke) ..." in err and "[2/2] fails (profile smoke) ..." in err
+    assert re.search(r"^good +executed +\d+\.\d", err, re.M)
+    assert re.search(r"^total +\d+\.\d", err, re.M)
     html = book / "_build" / "smoke" / "html"
     assert (html / "index.html").exists()
     good = (html / "book" / "good.html").read_text()
     assert "total 1.5" in good and "Provenance" in good
+    # the claims table and the provenance table are HTML tables, not pipe text
+    assert good.count("<table") == 2 and unrendered_tables(html) == {}
     scripts = re.findall(r'<script[^>]*src="([^"]+)"', good)
     assert scripts and not [s for s in scripts if s.startswith(("http:", "https:", "//"))]
     assert any("mathjax/tex-mml-chtml.js" in s for s in scripts)
@@ -198,7 +224,18 @@ def test_build_renders_html_offline_and_second_build_executes_nothing(book, caps
         ("good", "FX-1", "reproduced")]
 
     assert cli(book, "build", "--profile", "smoke") == 0
-    assert "executed 0 notebook(s): none" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "executed 0 notebook(s): none" in captured.out
+    assert re.search(r"^good +cached +\d+\.\d +executed in \d+ s when cached", captured.err,
+                     re.M)
+
+    # A table that does not render fails the build, naming the page and the line.
+    monkeypatch.setattr("interp.book.site.RENDER_DEFAULTS",
+                        {"nb_render_markdown_format": "commonmark"})
+    assert cli(book, "build", "--profile", "smoke") == 1
+    err = capsys.readouterr().err
+    assert "literal pipe text" in err and "book/good.html" in err
+    assert "first: '| | |'" in err or "first: '| id | claim | verdict | numbers |'" in err
 
 
 def test_build_fails_when_a_notebook_fails_and_keeps_the_others(book, capsys):
@@ -232,3 +269,112 @@ def test_provenance_redacts_secret_names_only():
                   "openai_key": "k", "monkey": 1})
     assert out == {"api_key": "<redacted>", "auth_token": "<redacted>", "max_new_tokens": 5,
                    "n_tokens": 9, "openai_key": "<redacted>", "monkey": 1}
+
+
+# --- the rendered pages ---------------------------------------------------------------------
+
+GOOD_PAGE = """<html><head><title>| not | shown |</title></head><body>
+<p>Prose with a | pipe inside.</p>
+<table><tr><td>| a | b |</td></tr></table>
+<pre>| a | b |
+|---|---|</pre>
+<p>See <code>| x |</code>.</p>
+</body></html>"""
+BAD_PAGE = """<html><body><h1>Results</h1>
+<p>| a | b |
+|---|---|
+| 1 | 2 |</p></body></html>"""
+
+
+def test_html_check_finds_pipe_table_text_outside_tables_and_code(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "book" / "good.html").write_text(GOOD_PAGE)
+    (tmp_path / "book" / "bad.html").write_text(BAD_PAGE)
+    (tmp_path / "_static" / "theme.html").write_text(BAD_PAGE)  # theme files are not pages
+    assert unrendered_tables(tmp_path) == {"book/bad.html": ["| a | b |", "|---|---|",
+                                                             "| 1 | 2 |"]}
+    with pytest.raises(BuildFailed, match=r"book/bad\.html \(3 line\(s\), first: '\| a \| b \|'\)"):
+        check_tables_rendered(tmp_path)
+    (tmp_path / "book" / "bad.html").unlink()
+    check_tables_rendered(tmp_path)  # only good pages: passes
+
+
+def test_carriage_returns_keep_each_lines_final_state():
+    assert apply_carriage_returns("\rstep 1/3 slow\rstep 3/3\ndone\r\n") == (
+        "step 3/3 slow\ndone\n")  # overwrite, as a terminal does (tqdm pads with spaces)
+    assert apply_carriage_returns("\r 0%|   | 0/2\r50%|#  | 1/2\r100%|###| 2/2\n") == (
+        "100%|###| 2/2\n")
+
+
+def test_tidy_outputs_merges_progress_refreshes_into_one_box_without_machine_paths(tmp_path):
+    venv = "/home/someone/proj/.venv/lib/python3.11/site-packages"
+    outputs = [
+        {"output_type": "stream", "name": "stderr",
+         "text": f"{venv}/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"},
+        {"output_type": "stream", "name": "stderr", "text": "\rtrain:   0%|     | 0/2"},
+        {"output_type": "stream", "name": "stderr", "text": ["\rtrain:  50%|##   ", "| 1/2"]},
+        {"output_type": "stream", "name": "stderr", "text": "\rtrain: 100%|#####| 2/2\n"},
+        {"output_type": "stream", "name": "stdout", "text": "loss 0.5\n"},
+        {"output_type": "display_data", "data": {"text/plain": "<Figure>"}, "metadata": {}},
+        {"output_type": "stream", "name": "stdout", "text": f"saved {tmp_path}/out.npz\n"},
+        {"output_type": "stream", "name": "stderr", "text": "\r   \r"},
+    ]
+    tidy = tidy_outputs(outputs, tmp_path)
+    assert [(o["output_type"], o.get("name"), o.get("text")) for o in tidy] == [
+        ("stream", "stderr", "tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+                             "train: 100%|#####| 2/2\n"),
+        ("stream", "stdout", "loss 0.5\n"),
+        ("display_data", None, None),
+        ("stream", "stdout", "saved out.npz\n")]
+    assert outputs[1]["text"] == "\rtrain:   0%|     | 0/2"  # the input is not modified
+
+
+def test_machine_paths_in_warnings_become_short_names(tmp_path):
+    import tempfile
+
+    text = (f"{tempfile.gettempdir()}/ipykernel_123/456.py:3: UserWarning: careful\n"
+            f"{Path.home()}/elsewhere/x.py:1: UserWarning: w\n")
+    assert shorten_machine_paths(text, tmp_path) == (
+        "<cell>:3: UserWarning: careful\n~/elsewhere/x.py:1: UserWarning: w\n")
+
+
+def _code(source, tags=(), outputs=(), count=None):
+    return {"cell_type": "code", "execution_count": count, "id": source[:8],
+            "metadata": {"tags": list(tags)}, "outputs": list(outputs), "source": source}
+
+
+def test_parameters_and_injected_cells_become_one_view_marking_changed_values():
+    cells = [{"cell_type": "markdown", "id": "m", "metadata": {}, "source": "# Title"},
+             _code("steps = 3  # how many {min: 1}\nlr = 0.1\napi_key = ''  # the secret\n",
+                   ["parameters"], count=1),
+             _code("# Parameters\nsteps = 5\nlr = 0.1\napi_key = 'sk-1'\n",
+                   ["injected-parameters"], count=2),
+             _code("print(steps)", count=3)]
+    out = merge_parameter_cells(cells, {"steps": 5, "lr": 0.1, "api_key": "sk-1"}, "smoke")
+    assert [c["id"] for c in out] == ["m", "steps = ", "print(st"]
+    view = out[1]
+    assert view["metadata"]["tags"] == ["parameters"] and view["execution_count"] == 2
+    assert view["source"].splitlines() == [
+        "# Parameters of this run (profile smoke); a changed value names the notebook's default",
+        "steps = 5  # how many; notebook default: 3",
+        "lr = 0.1",
+        "api_key = '<redacted>'  # the secret; notebook default: '<redacted>'"]
+    assert "sk-1" not in json.dumps(out)
+
+
+def test_injected_cell_alone_becomes_the_view():
+    cells = [_code("# Parameters\nn = 2\n", ["injected-parameters"]), _code("print(n)")]
+    out = merge_parameter_cells(cells, {"n": 2}, "cpu")
+    assert len(out) == 2 and out[0]["source"].splitlines()[1:] == [
+        "n = 2  # not in the notebook's parameters cell"]
+
+
+def test_timing_table_lists_pages_status_and_total():
+    table = timing_table([PageTiming("ghost_grads", "executed", 61.04),
+                          PageTiming("ito", "cached", 0.21, 95.0)])
+    assert table.splitlines() == [
+        "page         status      wall s  note",
+        "ghost_grads  executed      61.0",
+        "ito          cached         0.2  executed in 95 s when cached",
+        "total                      61.2"]
