@@ -86,7 +86,7 @@ def test_cache_key_covers_backend_model_prompt_and_sampling(tmp_path):
     files = sorted(tmp_path.rglob("*.json"))
     assert len(files) == 7
     entry = json.loads(files[0].read_text())
-    assert set(entry) == {"format", "kind", "model", "request", "reply"}
+    assert set(entry) == {"format", "kind", "model", "request", "reply", "sha256"}
 
 
 def test_cache_offline_miss_and_corrupt_files_are_clear_errors(tmp_path, monkeypatch):
@@ -418,3 +418,17 @@ def test_smollm2_is_the_offline_default_and_serves_identically():
     lp = b.slot_logprobs(msgs_, segments, [str(d) for d in range(10)])
     assert lp.shape == (3, 10)
     assert np.all(np.exp(lp).sum(axis=1) > 0.5)
+
+
+def test_a_flipped_byte_in_a_cached_reply_is_named(tmp_path):
+    """A damaged stored reply must not be served as the model's answer."""
+    online = A.CachedBackend(Scripted(), tmp_path, offline=False)
+    first = online.chat(msgs(), Sampling())
+    (path,) = tmp_path.rglob("*.json")
+    entry = json.loads(path.read_text())
+    entry["reply"]["text"] = entry["reply"]["text"][:-1] + "#"  # one character changed
+    path.write_text(json.dumps(entry))
+    with pytest.raises(A.TranscriptCorrupt, match=f"{path}.*sha256.*delete it"):
+        online.chat(msgs(), Sampling())
+    path.unlink()  # the advice works: the next call asks the backend again
+    assert online.chat(msgs(), Sampling()).text == first.text

@@ -100,3 +100,26 @@ def test_packed_split_is_cached_per_revision_and_tokenizer(tmp_path, monkeypatch
     np.testing.assert_array_equal(again, tokens)
     with pytest.raises(ValueError, match="fewer than"):
         packing.packed_split("train", tokenizer, 24, 11, corpus=corpus, progress=False)
+
+
+def test_a_flipped_byte_in_cached_tokens_is_caught_and_repacked(tmp_path, monkeypatch,
+                                                                 tokenizer):
+    """A damaged tokens.npy must never reach a model as wrong token ids: it fails its sha256
+    check, is named in a warning and re-packed from the corpus."""
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    with open(folder / "train.jsonl", "w") as f:
+        for i, text in enumerate(fixture_texts()):
+            f.write(json.dumps({"source": "fixture", "id": str(i), "text": text, "meta": {}})
+                    + "\n")
+    corpus = corpus_mod.Corpus(folder, {"revision": "fixture-rev"})
+    tokens = packing.packed_split("train", tokenizer, 24, 10, corpus=corpus, progress=False)
+    (path,) = (tmp_path / "cache" / "tokens").glob("*/tokens.npy")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # inside the last token id
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="tokens.npy: cached packed tokens fail their sha256"):
+        again = packing.packed_split("train", tokenizer, 24, 10, corpus=corpus, progress=False)
+    np.testing.assert_array_equal(again, tokens)  # integer token ids: exact
+    assert path.read_bytes() != bytes(data)  # the repaired file replaced the damaged one

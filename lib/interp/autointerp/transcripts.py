@@ -28,7 +28,7 @@ from interp.autointerp.backend import (
     as_messages,
     supports_slot_logprobs,
 )
-from interp.cache import atomic_write_bytes, cache_root, content_hash
+from interp.cache import atomic_write_bytes, bytes_sha256, cache_root, content_hash
 
 OFFLINE_ENV = "INTERP_AUTOINTERP_OFFLINE"
 FORMAT = 1
@@ -36,6 +36,12 @@ FORMAT = 1
 
 class TranscriptMiss(BackendError):
     """Offline mode and the request is not in the transcript cache."""
+
+
+def _entry_sha256(request, reply) -> str:
+    """Checksum of a cached exchange: a flipped byte in a stored reply must not be served as
+    the model's answer."""
+    return bytes_sha256(json.dumps([request, reply], sort_keys=True).encode())
 
 
 class TranscriptCorrupt(BackendError):
@@ -72,18 +78,22 @@ class CachedBackend:
             entry = json.loads(path.read_text())
             stored = entry["request"]
             reply = entry["reply"]
+            recorded = entry.get("sha256")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise TranscriptCorrupt(f"transcript cache file {path} is unreadable ({e}); delete it "
                                     "to re-ask the backend") from None
         if stored != json.loads(json.dumps(request)):
             raise TranscriptCorrupt(f"transcript cache file {path} holds a different request "
                                     "(hash collision or edited file); delete it")
+        if recorded != _entry_sha256(stored, reply):
+            raise TranscriptCorrupt(f"transcript cache file {path} fails its sha256 check (a "
+                                    "damaged or edited reply); delete it to re-ask the backend")
         return reply
 
     def _store(self, path: Path, request: dict, reply) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"format": FORMAT, "kind": self.kind, "model": self.model, "request": request,
-                 "reply": reply}
+                 "reply": reply, "sha256": _entry_sha256(request, reply)}
         atomic_write_bytes(path, json.dumps(entry, indent=1).encode())
 
     def _answer(self, request: dict, compute):

@@ -14,11 +14,14 @@ or `bos_token_id`, or passed explicitly); `interp.models` builds them from the G
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from interp.cache import cache_dir, content_hash
+from interp.cache import atomic_write_bytes, bytes_sha256, cache_dir, content_hash
 
 PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. It's 1865; Ahab's ship, the Pequod, "
               "sails on\n\n\u201cCall me Ishmael,\u201d he said \u2014 100% sure!")
@@ -117,16 +120,40 @@ def packed_split(split: str, tokenizer, context_length: int, n_contexts: int, *,
     key = content_hash("packed", corpus.revision, split, tokenizer_fingerprint(tokenizer, bos_id),
                        context_length, n_contexts)
     path = cache_dir("tokens", key) / "tokens.npy"
-    if path.exists():
-        tokens = np.load(path)
-        if tokens.shape == (n_contexts, context_length):
-            return tokens
+    cached = _load_checked_tokens(path, (n_contexts, context_length))
+    if cached is not None:
+        return cached
     tokens = pack(corpus.texts(split), tokenizer, context_length, max_contexts=n_contexts,
                   bos_id=bos_id, progress=progress)
     if len(tokens) < n_contexts:
         raise ValueError(f"split {split!r} of corpus {corpus.revision} has only {len(tokens)} "
                          f"contexts of length {context_length}; asked for {n_contexts}")
-    tmp = path.with_name(f".tokens-{content_hash(id(tokens))}.npy")
-    np.save(tmp, tokens)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.save(buffer, tokens)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(_checksum_path(path), bytes_sha256(data).encode())  # written last
     return tokens
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _load_checked_tokens(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The cached tokens if present and intact; None (with a warning naming the file when it
+    was damaged) so the caller re-packs them: packed tokens are cheap to derive again, and a
+    flipped byte must never reach a model as a wrong token id."""
+    if not path.exists():
+        return None
+    try:
+        data = path.read_bytes()
+        recorded = _checksum_path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        recorded, data = None, b""
+    if recorded != bytes_sha256(data):
+        warnings.warn(f"{path}: cached packed tokens fail their sha256 check (or have none); "
+                      f"re-packing them", stacklevel=3)
+        return None
+    tokens = np.load(io.BytesIO(data))
+    return tokens if tokens.shape == shape else None
