@@ -432,3 +432,15 @@ def test_a_flipped_byte_in_a_cached_reply_is_named(tmp_path):
         online.chat(msgs(), Sampling())
     path.unlink()  # the advice works: the next call asks the backend again
     assert online.chat(msgs(), Sampling()).text == first.text
+
+
+def test_a_cached_reply_from_before_checksums_is_kept_and_upgraded(tmp_path):
+    online = A.CachedBackend(Scripted(), tmp_path, offline=False)
+    first = online.chat(msgs(), Sampling())
+    (path,) = tmp_path.rglob("*.json")
+    entry = json.loads(path.read_text())
+    del entry["sha256"]
+    path.write_text(json.dumps(entry))
+    offline = A.CachedBackend(Scripted(), tmp_path, offline=True)
+    assert offline.chat(msgs(), Sampling()).text == first.text  # served, not re-asked
+    assert "sha256" in json.loads(path.read_text())  # and now checked from here on

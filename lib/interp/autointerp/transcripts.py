@@ -85,7 +85,9 @@ class CachedBackend:
         if stored != json.loads(json.dumps(request)):
             raise TranscriptCorrupt(f"transcript cache file {path} holds a different request "
                                     "(hash collision or edited file); delete it")
-        if recorded != _entry_sha256(stored, reply):
+        if recorded is None:  # written before checksums: keep the reply, add its checksum
+            self._store(path, stored, reply)
+        elif recorded != _entry_sha256(stored, reply):
             raise TranscriptCorrupt(f"transcript cache file {path} fails its sha256 check (a "
                                     "damaged or edited reply); delete it to re-ask the backend")
         return reply
