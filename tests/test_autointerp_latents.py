@@ -214,3 +214,14 @@ def test_a_random_explanation_naming_absent_tokens_scores_nan_then_zero():
     assert right == pytest.approx(1.0) and np.isnan(absent)
     filled = A.fill_constant_predictions({"right": [right], "absent": [absent]})
     assert filled["absent"][0] == 0.0 and filled["right"][0] == pytest.approx(1.0)
+
+
+def test_rank_products_average_to_spearman_and_vanish_for_a_constant():
+    from interp.autointerp.stats import rank_products
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=50)
+    y = np.round(x + rng.normal(size=50), 1)  # ties
+    y[:3] = np.nan  # dropped pairs
+    assert rank_products(x, y).mean() == pytest.approx(spearmanr(x[3:], y[3:]).statistic)
+    assert len(rank_products(x, y)) == 47
+    np.testing.assert_array_equal(rank_products([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]), [0, 0, 0])

@@ -1,5 +1,7 @@
-"""Summaries of per-latent scores that claims are decided on: paired differences and rank
-correlations, each with a seeded bootstrap interval over latents.
+"""Summaries of per-latent scores: paired differences and rank correlations, each with a seeded
+bootstrap interval over latents (shown in tables and plots), and the per-latent reductions the
+claims are decided on (`finite_pairs`, `rank_products`; the verdicts themselves are in
+`interp.experiments.autointerp`, through `interp.stats.Effect.from_items`).
 
 Why a bootstrap over latents: the unit that is sampled is the latent (a seeded random sample of
 the SAE's alive latents), so the spread that matters is how much a mean difference or a
@@ -14,7 +16,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 
-def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+def finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a_i, b_i) where both values are finite (a NaN score is undefined, not 0)."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
@@ -26,10 +29,10 @@ def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
 def paired_difference(a, b, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Mean of `a - b` over latents with a percentile bootstrap interval.
 
-    Returns `{mean_diff, lo, hi, half_width, n}`; `half_width` (half the interval's length) is the
-    `spread` that `interp.claims.verdict_from_comparison` expects. NaN everywhere when n < 2.
+    Returns `{mean_diff, lo, hi, half_width, n}` (descriptive: claims use
+    `interp.stats.Effect.from_items` on the same differences). NaN everywhere when n < 2.
     """
-    a, b = _pairs(a, b)
+    a, b = finite_pairs(a, b)
     d = a - b
     if len(d) < 2:
         return {"mean_diff": float(np.mean(d)) if len(d) else float("nan"), "lo": float("nan"),
@@ -43,7 +46,7 @@ def paired_difference(a, b, *, n_boot: int = 2000, seed: int = 0, level: float =
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation (ties get average ranks); NaN pairs dropped."""
-    x, y = _pairs(x, y)
+    x, y = finite_pairs(x, y)
     if len(x) < 3:
         return float("nan")
     rx, ry = rankdata(x), rankdata(y)
@@ -52,10 +55,25 @@ def spearman(x, y) -> float:
     return float(rx @ ry / denom) if denom > 0 else float("nan")
 
 
+def rank_products(x, y) -> np.ndarray:
+    """Per-pair products of standardised ranks, z(rank x_i) * z(rank y_i) (average ranks for ties,
+    population standard deviation), over the finite pairs. Their mean is exactly Spearman's rho,
+    so a bootstrap of their mean over items (`Effect.from_items`) gives rho an interval with the
+    item as the unit; the ranks are held fixed, a linearisation whose spread matches rho's
+    (1 / sqrt(n)) under independence, the null the claim is tested against. All zeros when
+    either variable is constant (no ranking: rho undefined, counted as no correlation)."""
+    x, y = finite_pairs(x, y)
+    rx, ry = rankdata(x), rankdata(y)
+    sx, sy = rx.std(), ry.std()
+    if len(x) == 0 or sx == 0 or sy == 0:
+        return np.zeros(len(x))
+    return (rx - rx.mean()) / sx * ((ry - ry.mean()) / sy)
+
+
 def spearman_interval(x, y, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Spearman correlation with a percentile bootstrap interval over pairs:
     `{rho, lo, hi, half_width, n}`."""
-    x, y = _pairs(x, y)
+    x, y = finite_pairs(x, y)
     rho = spearman(x, y)
     if len(x) < 4:
         return {"rho": rho, "lo": float("nan"), "hi": float("nan"), "half_width": float("nan"),
