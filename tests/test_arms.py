@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from interp import arms, lm_sae, sae
+from interp import arms, frontier, lm_sae, sae
 
 
 @pytest.fixture(scope="module")
@@ -93,41 +93,47 @@ def _result(name, seeds_curves, dead=None):
                           hist, [1.0] * len(seeds_curves), [[8] * n_l1] * len(seeds_curves))
 
 
-def test_adoption_gain_signs_spread_and_verdicts():
+def test_adoption_gain_signs_effect_and_verdicts():
     l0 = np.array([10.0, 20.0, 40.0])
-    base = _result("base", [(l0, 1.0 - 0.1 * np.log(l0))] * 2)
-    # an arm lower by 0.05 (seed 0) and 0.07 (seed 1) at every L0: better on delta CE
-    better = _result("better", [(l0, 1.0 - 0.1 * np.log(l0) - 0.05),
-                                (l0, 1.0 - 0.1 * np.log(l0) - 0.07)])
+    base = _result("base", [(l0, 1.0 - 0.1 * np.log(l0))] * 3)
+    # an arm lower by 0.05, 0.07, 0.06 (seeds 0-2) at every L0: better on delta CE
+    better = _result("better", [(l0, 1.0 - 0.1 * np.log(l0) - d) for d in (0.05, 0.07, 0.06)])
     res = {"base": base, "better": better}
     g = arms.adoption_gain(res, "base", "better", "delta_ce")
     assert g["gain"] == pytest.approx(0.06)
-    assert g["seed_spread"] == pytest.approx(np.std([0.05, 0.07], ddof=1))
-    assert g["per_seed"] == pytest.approx([0.05, 0.07])
-    assert g["verdict"] == "helps" and g["n_seeds"] == 2
+    assert g["seed_spread"] == pytest.approx(np.std([0.05, 0.07, 0.06], ddof=1))
+    assert g["per_seed"] == pytest.approx([0.05, 0.07, 0.06])
+    assert g["effect"].mean == pytest.approx(0.06) and g["effect"].n == 3
+    assert g["effect"].method == "paired t"
+    assert g["verdict"] == "helps" and g["n_seeds"] == 3
     assert g["l0_range"] == pytest.approx([10.0, 40.0])
     # the arm *removes* an item the reference has: adopting the item is worth minus that
     g = arms.adoption_gain(res, "base", "better", "delta_ce", arm_adopts=False)
     assert g["gain"] == pytest.approx(-0.06) and g["verdict"] == "hurts"
+    assert g["effect"].mean == pytest.approx(-0.06)
     # higher is better (loss recovered): the same difference now counts against the arm
     g = arms.adoption_gain(res, "base", "better", "delta_ce", higher_is_better=True)
     assert g["gain"] == pytest.approx(-0.06)
-    # seeds disagreeing in sign: spread exceeds the mean -> inconclusive
-    noisy = _result("noisy", [(l0, 1.0 - 0.1 * np.log(l0) - 0.05),
-                              (l0, 1.0 - 0.1 * np.log(l0) + 0.04)])
+    # two seeds, however consistent: no honest noise estimate -> inconclusive
+    two = {"base": _result("base", [(l0, l0)] * 2),
+           "b": _result("b", [(l0, l0 - 0.05), (l0, l0 - 0.0501)])}
+    assert arms.adoption_gain(two, "base", "b", "delta_ce")["verdict"] == "inconclusive"
+    # seeds disagreeing in sign: the CI covers 0 -> inconclusive
+    noisy = _result("noisy", [(l0, 1.0 - 0.1 * np.log(l0) + d) for d in (-0.05, 0.04, 0.01)])
     g = arms.adoption_gain({"base": base, "noisy": noisy}, "base", "noisy", "delta_ce")
     assert g["verdict"] == "inconclusive"
-    # no overlap in L0: nothing to compare, inconclusive (not an error, not a verdict)
-    far = _result("far", [(l0 * 100, 1.0 - 0.1 * np.log(l0))] * 2)
+    # no overlap in L0: nothing to compare, no effect (not an error, not a verdict)
+    far = _result("far", [(l0 * 100, 1.0 - 0.1 * np.log(l0))] * 3)
     g = arms.adoption_gain({"base": base, "far": far}, "base", "far", "delta_ce")
-    assert np.isnan(g["gain"]) and g["verdict"] == "inconclusive"
+    assert np.isnan(g["gain"]) and g["effect"] is None and g["verdict"] == "inconclusive"
 
 
 def test_help_verdict_and_paired_final_difference():
-    assert arms.help_verdict(0.2, 0.1) == "helps"
-    assert arms.help_verdict(-0.2, 0.1) == "hurts"
-    assert arms.help_verdict(0.1, 0.1) == "inconclusive"
-    assert arms.help_verdict(float("nan"), 0.1) == "inconclusive"
+    assert arms.help_verdict(frontier.seed_effect([0.2, 0.21, 0.19])) == "helps"
+    assert arms.help_verdict(frontier.seed_effect([-0.2, -0.21, -0.19])) == "hurts"
+    assert arms.help_verdict(frontier.seed_effect([0.2, -0.1, 0.05])) == "inconclusive"
+    assert arms.help_verdict(frontier.seed_effect([0.2, 0.21])) == "inconclusive"  # 2 seeds
+    assert arms.help_verdict(None) == "inconclusive"
     l0 = np.array([10.0, 20.0])
     a = _result("a", [(l0, l0)] * 2, dead=[[0.5, 0.3], [0.4, 0.2]])
     b = _result("b", [(l0, l0)] * 2, dead=[[0.2, 0.1], [0.2, 0.0]])

@@ -34,3 +34,22 @@ def test_disjoint_sweeps_give_nan_not_a_made_up_number():
 def test_mismatched_seed_counts_are_named():
     with pytest.raises(ValueError, match="same number"):
         frontier.compare_at_matched_l0([([1, 2], [1, 2])], [])
+
+
+def test_effect_is_paired_over_seeds_and_none_without_overlap():
+    l0 = np.array([5.0, 20.0, 80.0])
+    base = 1.0 / np.log(l0 + 1)
+    offsets = [0.10, 0.12, 0.08]
+    cmp = frontier.compare_at_matched_l0([(l0, base)] * 3,
+                                         [(l0, base + off) for off in offsets])
+    np.testing.assert_allclose(cmp.seed_means, offsets, atol=1e-12)
+    eff = cmp.effect()
+    assert eff.method == "paired t" and eff.n == 3
+    assert eff.mean == pytest.approx(0.10)
+    assert eff.se == pytest.approx(np.std(offsets, ddof=1) / np.sqrt(3))
+    assert cmp.effect(sign=-1).mean == pytest.approx(-0.10)
+    disjoint = frontier.compare_at_matched_l0([([1.0, 2.0], [0.1, 0.2])] * 3,
+                                              [([10.0, 20.0], [0.1, 0.2])] * 3)
+    assert np.isnan(disjoint.seed_means).all() and disjoint.effect() is None
+    assert frontier.seed_effect([0.1, np.nan, 0.2]) is None
+    assert frontier.seed_effect([]) is None

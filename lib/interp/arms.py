@@ -9,7 +9,7 @@ spliced into the model in one shared evaluation (`lm_sae.evaluate_many`).
 
     arms = [Arm("resample", {"dead_strategy": "resample"}),
             Arm("ghost x dead fraction", {"dead_strategy": "ghost_scaled"})]
-    results = run_arms(acts, base_config, arms, l1_values=[2e-3, 4e-3, 8e-3], seeds=[0, 1],
+    results = run_arms(acts, base_config, arms, l1_values=[2e-3, 8e-3], seeds=[0, 1, 2],
                        eval_tokens=acts.heldout[:16])
     cmp = compare(results["resample"], results["ghost x dead fraction"], "delta_ce")
 """
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from interp import frontier
+from interp import frontier, stats
 
 POSTPROCESS = ("prune_small_decoder_norms",)
 
@@ -173,19 +173,23 @@ def count_spikes(values, ratio: float, *, skip: int = 0) -> np.ndarray:
 HELP_VERDICTS = ("helps", "hurts", "inconclusive")
 
 
-def help_verdict(gain: float, spread: float) -> str:
-    """'helps' when gain > spread, 'hurts' when gain < -spread, else 'inconclusive' (also for
-    NaN): a difference no larger than the seed spread is evidence neither way."""
-    if not (np.isfinite(gain) and np.isfinite(spread)) or abs(gain) <= abs(spread):
+def help_verdict(effect: stats.Effect | None) -> str:
+    """'helps' / 'hurts' when the 95% CI of a positive-is-better gain over seeds excludes 0 on
+    that side (`stats.directional`, >= 3 seeds), else 'inconclusive' (also without an effect).
+    One item at a time and unadjusted: a claim over several items adjusts for their number
+    (`stats.all_parts`)."""
+    if effect is None:
         return "inconclusive"
-    return "helps" if gain > 0 else "hurts"
+    return {stats.REPRODUCED: "helps", stats.NOT_REPRODUCED: "hurts"}.get(
+        stats.directional(effect, expected_sign=1), "inconclusive")
 
 
 def adoption_gain(results: dict, reference: str, arm: str, metric: str, *,
                   arm_adopts: bool = True, higher_is_better: bool = False,
                   n_targets: int = 5) -> dict:
     """What adopting the item that `arm` toggles relative to `reference` gains on `metric` at
-    matched L0, as a positive-is-better number with its seed spread and a `help_verdict`.
+    matched L0, as a positive-is-better number per seed, its paired `effect` over seeds (None
+    without an L0 overlap) and a `help_verdict`.
 
     A one-factor-at-a-time arm either adds the item to the reference recipe (`arm_adopts`) or
     removes one the reference already has (then the gain is reference minus arm). Lower is
@@ -193,13 +197,11 @@ def adoption_gain(results: dict, reference: str, arm: str, metric: str, *,
     higher)."""
     cmp = compare(results[reference], results[arm], metric, n_targets=n_targets)  # arm - ref
     sign = (1.0 if higher_is_better else -1.0) * (1.0 if arm_adopts else -1.0)
-    per_seed = sign * np.nanmean(cmp.per_seed, axis=1) if cmp.per_seed.size else np.zeros(0)
-    gain = sign * cmp.mean
-    spread = cmp.spread
-    return {"gain": float(gain), "seed_spread": float(spread),
-            "per_seed": [float(v) for v in per_seed],
+    effect = cmp.effect(sign)
+    return {"gain": float(sign * cmp.mean), "seed_spread": float(cmp.spread),
+            "per_seed": [float(v) for v in sign * cmp.seed_means], "effect": effect,
             "l0_range": cmp.as_numbers()["l0_range"], "n_seeds": int(cmp.per_seed.shape[0]),
-            "verdict": help_verdict(gain, spread)}
+            "verdict": help_verdict(effect)}
 
 
 def paired_final_difference(a: ArmResult, b: ArmResult, history_key: str) -> dict:

@@ -2,16 +2,22 @@
 
 An L1 sweep traces a curve (L0, metric) per recipe; two recipes are compared at *matched L0*
 by interpolating each curve (linearly in log L0, the way frontiers are plotted) at common
-target L0s inside the range both sweeps cover. With several seeds the per-seed differences give
-the noise level, so a verdict can say "smaller than the seed spread" instead of guessing.
+target L0s inside the range both sweeps cover. Seeds are paired (same initialisation and data
+order in both recipes), so each seed gives one difference B - A averaged over the targets
+(`MatchedComparison.seed_means`); `MatchedComparison.effect` turns those into a paired
+`interp.stats.Effect` (a t interval over seeds) for a named rule to read. The standard
+deviation over seeds (`spread`) is descriptive only: no verdict compares an effect with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+
+from interp import stats
 
 
 def interpolate_at_l0(l0, values, targets) -> np.ndarray:
@@ -51,6 +57,20 @@ class MatchedComparison:
     mean: float                   # mean difference over seeds and targets
     spread: float                 # std over seeds of the per-seed mean difference (0 with 1 seed)
 
+    @property
+    def seed_means(self) -> np.ndarray:
+        """[n_seeds] B - A of each seed averaged over the targets (NaN without an overlap)."""
+        if self.per_seed.size == 0:
+            return np.full(self.per_seed.shape[0], np.nan)
+        with warnings.catch_warnings():  # a seed with no finite target is NaN, said here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(self.per_seed, axis=1)
+
+    def effect(self, sign: float = 1.0, level: float = 0.95) -> stats.Effect | None:
+        """sign * (B - A) as a paired effect over seeds, or None when there is nothing to test
+        (no common L0 range, or a seed without a finite difference)."""
+        return seed_effect(sign * self.seed_means, level)
+
     def as_numbers(self) -> dict:
         return {"diff": self.mean, "seed_spread": self.spread,
                 "l0_range": [float(self.targets[0]), float(self.targets[-1])]
@@ -74,3 +94,13 @@ def compare_at_matched_l0(a: Sequence[tuple], b: Sequence[tuple], *, n_targets: 
     seed_means = np.nanmean(per_seed, axis=1)
     spread = float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0
     return MatchedComparison(targets, per_seed, float(np.nanmean(seed_means)), spread)
+
+
+def seed_effect(per_seed, level: float = 0.95) -> stats.Effect | None:
+    """A paired effect (t over seeds) from per-seed differences A_seed - B_seed; None when
+    there are none or one is not finite (e.g. a comparison without an L0 overlap), so that a
+    claim reports the missing ingredient instead of testing something else."""
+    x = np.asarray(per_seed, np.float64).ravel()
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        return None
+    return stats.Effect.from_seeds(x, level, method=stats.PAIRED_T)
