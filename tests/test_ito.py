@@ -2,6 +2,9 @@
 NNLS-OMP reference, fixed-shape batching, frontiers, the encoder adapter and shrinkage control."""
 
 import functools
+import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -349,148 +352,12 @@ def test_rescale_shift_never_firing_latent_stays_identity():
     assert np.isfinite(np.asarray(rs.scale)).all()
 
 
-# ------------------------------------------------------------------ interp.ito.experiments
-from interp.ito import experiments as ex  # noqa: E402
-
-
-def test_pursuit_frontier_matches_separate_runs_and_fvu(small_problem):
-    D, X = small_problem
-    front = ex.pursuit_frontier(D, X, [2, 6, 4], batch_size=16, precision="highest")
-    assert front.ks.tolist() == [2, 4, 6] and front.sq_err.shape == (3, len(X))
-    for j, k in enumerate(front.ks):
-        codes = gp(int(k))
-        np.testing.assert_allclose(ex.fvu(front.sq_err[j], X), fvu_of(X, codes, D), rtol=1e-4)
-        # counts: the supports here survive 1e-5 relative input noise, far above rounding
-        assert front.l0[j] == pytest.approx(float(np.mean(np.asarray(codes.l0()))))
-    assert np.all(np.diff(ex.fvu(front.sq_err, X)) < 0)  # more atoms, smaller error
-    with pytest.raises(ValueError, match="positive"):
-        ex.pursuit_frontier(D, X, [0, 2])
-
-
-def test_encoder_errors_of_an_ito_encoder(small_problem):
-    D, X = small_problem
-    l0, err = ex.encoder_errors(ito.encoder(D, k=4, precision="highest"), X, batch_size=7)
-    assert l0 == pytest.approx(float(np.mean(np.asarray(gp(4).l0()))))
-    np.testing.assert_allclose(ex.fvu(err, X), fvu_of(X, gp(4), D), rtol=1e-4)
-
-
-def test_bootstrap_difference_is_exact_effect_with_group_noise():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 5))
-    groups = np.repeat(np.arange(20), 10)
-    a = rng.uniform(0, 1, 200)
-    effect, se = ex.bootstrap_fvu_difference(a, a + 0.5, X, groups, n_boot=200)
-    assert effect == pytest.approx(0.5 * 200 / ex.total_variance(X))
-    assert se < 0.05 * effect  # a constant shift per row is almost noise-free
-    effect0, se0 = ex.bootstrap_fvu_difference(a, a, X, groups, n_boot=200)
-    assert effect0 == 0 and se0 == 0
-    b = a + rng.normal(0, 1, 200)  # pure noise: the effect sits within a few SE of 0
-    effect_n, se_n = ex.bootstrap_fvu_difference(a, b, X, groups, n_boot=400)
-    assert se_n > 0 and abs(effect_n) < 4 * se_n
-    with pytest.raises(ValueError, match="same number of rows"):
-        ex.bootstrap_fvu_difference(a[:10], a, X, groups)
-
-
-def _transfer_case(best_row):
-    """Three decoders trained at L0 4, 16, 64; test ks 2 (outside), 4, 16, 64, 200 (outside);
-    decoder `best_row` has the lowest error at every k, by a clear margin."""
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(120, 4))
-    groups = np.repeat(np.arange(12), 10)
-    err = rng.uniform(1.0, 2.0, (3, 5, 120))
-    err[best_row] -= 0.8
-    return np.array([4.0, 16.0, 64.0]), np.array([2, 4, 16, 64, 200]), err, X, groups
-
-
-def test_dictionary_transfer_rule():
-    train_l0, ks, err, X, groups = _transfer_case(best_row=2)
-    res = ex.dictionary_transfer(train_l0, ks, err, X, groups, n_boot=200)
-    assert res.test_ks.tolist() == [4, 16, 64]  # only ks inside the training-L0 range
-    assert res.best.tolist() == [2, 2, 2] and res.matched.tolist() == [0, 1, 2]
-    # at k = 64 the best decoder is the matched one: the claim fails there, holds at 4 and 16
-    assert res.higher_and_better.tolist() == [True, True, False]
-    assert res.verdict == "reproduced"
-    assert res.as_numbers(train_l0)["best_train_l0"] == [64.0, 64.0, 64.0]
-    low = ex.dictionary_transfer(*_transfer_case(best_row=0), n_boot=200)
-    assert low.verdict == "not reproduced" and not low.higher_and_better.any()
-    with pytest.raises(ValueError, match="n_decoders"):
-        ex.dictionary_transfer(train_l0[:2], ks, err, X, groups)
-
-
-def test_frontier_errors_at_l0_interpolates_in_log_l0():
-    front = ex.FrontierErrors(np.array([1, 4]), np.array([1.0, 4.0]),
-                              np.array([[3.0, 5.0], [1.0, 1.0]]))
-    np.testing.assert_allclose(ex.frontier_errors_at_l0(front, 2.0), [2.0, 3.0])  # log midpoint
-    np.testing.assert_allclose(ex.frontier_errors_at_l0(front, 4.0), [1.0, 1.0])
-    assert np.isnan(ex.frontier_errors_at_l0(front, 8.0)).all()
-    assert ex.interpolate_log_l0([1, 4], [3.0, 1.0], 2.0) == pytest.approx(2.0)
-    assert np.isnan(ex.interpolate_log_l0([1, 4], [3.0, 1.0], 0.5))
-
-
-def test_tiny_activation_pruning_drops_only_tiny_latents():
-    """An 'SAE' whose codes are exact plus many tiny spurious activations: pruning them cuts L0
-    a lot and barely changes FVU."""
-    rng = np.random.default_rng(2)
-    n, d = 40, 20
-    W = unit_rows(rng.normal(size=(n, d))).astype(np.float32)
-    true = np.where(rng.random((300, n)) < 0.1, rng.uniform(1.0, 2.0, (300, n)), 0.0)
-    true[:, 0] = 1.0  # every row has a real activation to measure "tiny" against
-    spurious = rng.uniform(0, 1e-3, true.shape) * (rng.random(true.shape) < 0.3)
-    noisy = np.where(true > 0, true, spurious)
-    X = (true @ W).astype(np.float32)
-
-    class Fake:
-        def encode(self, x):
-            return noisy[:len(x)].astype(np.float32) if len(x) == len(noisy) else None
-
-        def decode(self, f):
-            return np.asarray(f) @ W
-
-        decoder_norms = np.ones(n)  # a property on interp.sae.SAE
-
-    out = ex.tiny_activation_pruning(Fake(), X, [0.01], batch_size=300)
-    assert out["threshold"].tolist() == [0.0, 0.01]
-    assert out["l0"][1] == pytest.approx(float((true > 0).sum(-1).mean()))
-    assert out["l0"][0] > 2 * out["l0"][1]
-    assert out["fvu"][1] < 1e-6 and out["fvu"][0] < 1e-4
-
-
-def test_best_time_returns_a_positive_time():
-    t = ex.best_time(jax.jit(lambda a: a @ a), jnp.ones((64, 64)), repeats=2)
-    assert 0 < t < 10
-
-
-def test_heldout_activations_match_the_model_capture():
-    m = models.load("tiny-llama")
-    tokens = np.array([[1, 5, 9, 33, 7], [1, 70, 2, 11, 4], [1, 3, 3, 3, 3]], np.int32)
-    x, groups = ex.heldout_activations(m, "blocks.1.resid_post", tokens, batch_size=2)
-    assert x.shape == (3 * 4, m.cfg.d_model) and x.dtype == np.float32
-    assert groups.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    ref = m.forward(jnp.asarray(tokens), hooks.capture("resid_post", layers=1)).captures
-    ref = np.asarray(ref["resid_post"]).reshape(-1, *tokens.shape, m.cfg.d_model)[-1]
-    np.testing.assert_allclose(x, ref[:, 1:].reshape(-1, m.cfg.d_model), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="tokens"):
-        ex.heldout_activations(m, "blocks.1.resid_post", tokens[0])
-
-
-def test_verdict_rules():
-    assert ex.majority_verdict([1.0, 1.0, -0.1], [0.1, 0.1, 0.1]) == "reproduced"
-    assert ex.majority_verdict([-1.0, -1.0, 1.0], [0.1, 0.1, 0.1]) == "not reproduced"
-    assert ex.majority_verdict([0.1, 0.1, 1.0], [0.1, 0.1, 0.1]) == "inconclusive"
-    assert ex.majority_verdict([], []) == "inconclusive"
-    assert ex.step_size_verdict(0.05, 0.01, 1.1) == "reproduced"
-    assert ex.step_size_verdict(0.05, 0.01, 1.6) == "inconclusive"  # better, but not cheap
-    assert ex.step_size_verdict(-0.05, 0.01, 1.0) == "not reproduced"
-    assert ex.step_size_verdict(0.005, 0.01, 1.0) == "inconclusive"
-    v, nums = ex.max_topk_verdict([1, 2, 4], [1.0, 0.6, 0.3], [0.20, 0.21, 0.30])
-    assert v == "reproduced" and nums["speedup"] == [1.0, 1.67, 3.33]  # m = 2: 1.67x, +5%
-    assert ex.max_topk_verdict([1, 4], [1.0, 0.95], [0.2, 0.2])[0] == "not reproduced"
-    assert ex.max_topk_verdict([1, 4], [1.0, 0.7], [0.2, 0.2])[0] == "inconclusive"
-    with pytest.raises(ValueError, match="include 1"):
-        ex.max_topk_verdict([2, 4], [1.0, 0.5], [0.2, 0.2])
-    prune = {"threshold": np.array([0.0, 0.01, 0.1]), "l0": np.array([100.0, 60.0, 20.0]),
-             "fvu": np.array([0.100, 0.105, 0.300])}
-    v, nums = ex.l0_noise_verdict([prune, prune])
-    assert v == "reproduced" and nums["l0_fraction_removed"] == [0.4, 0.4]
-    flat = {**prune, "l0": np.array([100.0, 99.0, 20.0])}
-    assert ex.l0_noise_verdict([flat])[0] == "not reproduced"
+def test_algorithm_package_does_not_import_the_experiments_or_the_models():
+    """`interp.ito` is the algorithms only: the ITO page's wiring (interp.experiments.ito, once
+    interp.ito.experiments), the models, the claims and the data must not load with it."""
+    code = ("import json, sys, interp.ito; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('interp.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert loaded == {"interp.ito", "interp.ito.encoder", "interp.ito.pursuit",
+                      "interp.ito.reference", "interp.ito.shrinkage"}, loaded

@@ -17,14 +17,11 @@ Example::
     rs = ito.fit_rescale_shift(((sae.encode(xb), xb) for xb in batches), W_dec, b_dec)
     controlled = ito.ShrinkageControlled(sae, rs)  # the shrinkage-only fix of the encoder
 
-    from interp.ito import experiments as ex      # the notebook's measurements and verdict rules
-    front = ex.pursuit_frontier(W_dec, x, [4, 16, 64], bias=b_dec)   # per-row errors at each k
-    ex.dictionary_transfer(train_l0, front_ks, sq_err, x, groups)    # claim I2's rule
-
-Dictionaries are [n_atoms, d] with one atom per row (an SAE's W_dec).
+Dictionaries are [n_atoms, d] with one atom per row (an SAE's W_dec). The ITO page's
+measurements and claim verdicts live in `interp.experiments.ito`, which imports this package
+(never the other way round: the algorithms do not depend on models, data or claims).
 """
 
-from . import experiments
 from .encoder import METHODS, ITOEncoder, decode, encode, encoder
 from .pursuit import (RESIDUAL_MODES, SUPPORT_MODES, Frontier, PursuitState, SparseCodes,
                       decode_sparse, gradient_pursuit, gradient_pursuit_step, init_state,
@@ -38,5 +35,5 @@ __all__ = [
     "RescaleShift", "ShrinkageControlled", "SparseCodes", "apply_rescale_shift", "decode",
     "decode_sparse", "encode", "encoder", "fit_rescale_shift", "gradient_pursuit",
     "gradient_pursuit_step", "init_state", "line_search_step", "matching_pursuit",
-    "experiments", "matching_pursuit_step", "nn_omp", "to_dense",
+    "matching_pursuit_step", "nn_omp", "to_dense",
 ]
