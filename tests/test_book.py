@@ -166,9 +166,12 @@ def test_run_executes_a_copy_with_parameters_claims_and_provenance(book, capsys)
         "sizes = [1, 2]  # a list parameter"]
     records = [json.loads(x) for x in (book / "_build/executed/cpu/good.claims.jsonl")
                .read_text().splitlines()]
-    assert records == [{"claim_id": "FX-1", "claim": "The scaled sum exceeds one.",
-                        "verdict": "reproduced", "numbers": {"total": 2.5}, "notebook": "good",
-                        "source": "", "rule": "", "effect": None, "reason": ""}]
+    (rec,) = records
+    assert {k: rec[k] for k in ("claim_id", "verdict", "numbers", "notebook", "source",
+                                "rule")} == {
+        "claim_id": "FX-1", "verdict": "reproduced", "numbers": {"total": 2.5},
+        "notebook": "good", "source": "exploratory", "rule": "threshold"}
+    assert rec["effect"]["n"] == 4 and rec["effect"]["threshold"] == 0.1  # what decided it
 
     capsys.readouterr()
     assert cli(book, "run", "good", "--profile", "cpu", "--set", "steps=4") == 0
@@ -221,7 +224,7 @@ def test_build_renders_html_offline_and_second_build_executes_nothing(book, caps
     assert "FX-1" in claims_page and "reproduced" in claims_page
     claims = json.loads((book / "_build" / "smoke" / "claims.json").read_text())
     assert [(c["notebook"], c["claim_id"], c["verdict"]) for c in claims] == [
-        ("good", "FX-1", "reproduced")]
+        ("good", "FX-1", "inconclusive")]  # smoke sums 2 terms: < 3 items is inconclusive
 
     assert cli(book, "build", "--profile", "smoke") == 0
     captured = capsys.readouterr()
