@@ -72,3 +72,59 @@ def test_bad_inputs_are_named(tiny):
         pb.add_at_resid_pre(pm, 0, np.zeros((1, 2, m.cfg.d_model)))
     with pytest.raises(ValueError, match="llama architecture only"):
         pb.penzai_config(dataclasses.replace(m.cfg, arch="gemma3"))
+
+
+# --------------------------------------------------------------------- scanned model, callbacks
+
+
+@pytest.fixture(scope="module")
+def stacked(tiny):
+    m, _ = tiny
+    return pb.to_penzai(m.cfg, m.params, layer_stack=True)
+
+
+def test_layer_stack_model_scans_and_agrees(tiny, stacked, tokens):
+    import jax
+
+    m, _ = tiny
+    assert _maxdiff(m.forward(tokens).logits, pb.logits(stacked, tokens)) < TOL
+    jaxpr = str(jax.make_jaxpr(lambda t: pb.logits(stacked, t))(tokens))
+    assert "scan[" in jaxpr  # penzai runs its blocks under lax.scan, as ours do
+
+
+def test_intercepting_captures_each_block_under_jit_and_scan(tiny, stacked, tokens):
+    import jax
+    from penzai.models.transformer import model_parts
+
+    m, _ = tiny
+    sink = []
+    with pb.intercepting(model_parts.TransformerBlock, pb.send_to(sink)):
+        out = jax.jit(lambda t: pb.logits(stacked, t))(tokens)
+        jax.effects_barrier()
+    ours = m.forward(tokens, hooks=hooks.capture("resid_post")).captures["resid_post"]
+    assert len(sink) == m.cfg.n_layers
+    assert _maxdiff(np.stack(sink), ours) < TOL
+    assert _maxdiff(out, pb.logits(stacked, tokens)) < TOL
+
+
+def test_intercepting_restores_the_class(stacked, tokens):
+    from penzai.models.transformer import model_parts
+
+    before = pb.logits(stacked, tokens)
+    with pytest.raises(RuntimeError, match="boom"):
+        with pb.intercepting(model_parts.TransformerBlock, pb.add_vector(np.ones(64))):
+            raise RuntimeError("boom")
+    assert "__call__" not in model_parts.TransformerBlock.__dict__  # inherited call is back
+    assert _maxdiff(pb.logits(stacked, tokens), before) == 0.0
+
+
+def test_add_vector_interceptor_matches_hooks_add_at_every_layer(tiny, stacked, tokens):
+    from penzai.models.transformer import model_parts
+
+    m, _ = tiny
+    v = np.random.default_rng(4).standard_normal(m.cfg.d_model).astype(np.float32)
+    with pb.intercepting(model_parts.TransformerBlock, pb.add_vector(v)):
+        theirs = pb.logits(stacked, tokens)
+    ours = m.forward(tokens, hooks=hooks.add("resid_post", v)).logits
+    assert _maxdiff(ours, theirs) < TOL
+    assert _maxdiff(ours, m.forward(tokens).logits) > 1e-2

@@ -3,7 +3,9 @@
 Why: snippet 7 of GDM's Progress Update #1 contrasts two ways to edit a forward pass, tagged
 sites with callbacks (Mishax; here `interp.hooks`) and rewriting the model as data (penzai).
 Loading our weights into penzai's `llamalike_common` transformer lets one intervention be done
-both ways and the logits compared.
+both ways and the logits compared. `intercepting` adds the third way, Mishax's: callbacks wrapped
+around a penzai layer class at trace time, so penzai's own (optionally scanned) model is
+instrumented under jit without editing or rebuilding it.
 
 Two conventions differ and are converted here, not in the model code:
 
@@ -17,9 +19,14 @@ Two conventions differ and are converted here, not in the model code:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import io_callback
 from penzai import pz
 from penzai.models.transformer import model_parts
 from penzai.models.transformer.variants import llamalike_common as llc
@@ -79,38 +86,53 @@ def _heads(cfg: Config) -> tuple:
             (cfg.n_kv_heads,), ("head_groups",))
 
 
-def to_penzai(cfg: Config, params: dict) -> model_parts.TransformerLM:
-    """Build penzai's llamalike transformer holding `params` (our stacked float32 pytree)."""
-    pcfg = penzai_config(cfg)
-    model_def = llc.build_llamalike_transformer(pcfg, init_base_rng=None, name="transformer")
+def _block_weights(cfg: Config, lp: dict, i: int) -> dict[str, tuple[np.ndarray, tuple]]:
+    """Block `i`'s weights in penzai's layout: {parameter name: (array, axis names)}."""
     d, hd = cfg.d_model, cfg.head_dim
     q_shape, q_axes, kv_shape, kv_axes = _heads(cfg)
     perm = _half_rotary_perm(hd)
-    wrap = lambda a, *axes: pz.nx.wrap(jnp.asarray(a, jnp.float32)).tag(*axes)  # noqa: E731
+    return {
+        "pre_attention_norm/scale.weights": (lp["attn_norm"][i], ("embedding",)),
+        "pre_ffw_norm/scale.weights": (lp["mlp_norm"][i], ("embedding",)),
+        "attention/query.weights": (lp["wq"][i].reshape(d, *q_shape, hd)[..., perm],
+                                    ("embedding", *q_axes, "projection")),
+        "attention/key.weights": (lp["wk"][i].reshape(d, *kv_shape, hd)[..., perm],
+                                  ("embedding", *kv_axes, "projection")),
+        "attention/value.weights": (lp["wv"][i].reshape(d, *kv_shape, hd),
+                                    ("embedding", *kv_axes, "projection")),
+        "attention/output.weights": (lp["wo"][i].reshape(*q_shape, hd, d),
+                                     (*q_axes, "projection", "embedding")),
+        "mlp/gating_linear.weights": (lp["w_gate"][i], ("embedding", "neurons")),
+        "mlp/value_linear.weights": (lp["w_up"][i], ("embedding", "neurons")),
+        "mlp/out_linear.weights": (lp["w_down"][i], ("neurons", "embedding")),
+    }
 
+
+def _wrap(a, axes) -> pz.nx.NamedArray:
+    return pz.nx.wrap(jnp.asarray(a, jnp.float32)).tag(*axes)
+
+
+def to_penzai(cfg: Config, params: dict, *, layer_stack: bool = False) -> model_parts.TransformerLM:
+    """Build penzai's llamalike transformer holding `params` (our stacked float32 pytree).
+
+    `layer_stack=True` builds penzai's own scanned variant (`use_layer_stack`): the blocks run
+    under one `jax.lax.scan` (a `pz.nn.LayerStack` over a `blocks` axis), as ours do."""
+    pcfg = dataclasses.replace(penzai_config(cfg), use_layer_stack=layer_stack)
+    model_def = llc.build_llamalike_transformer(pcfg, init_base_rng=None, name="transformer")
     mapping = {
-        "embedder.embeddings": wrap(params["embed"], "vocabulary", "embedding"),
-        "lm_head.weights": wrap(params["embed"], "vocabulary", "embedding"),
-        "final_norm/scale.weights": wrap(params["final_norm"], "embedding"),
+        "embedder.embeddings": _wrap(params["embed"], ("vocabulary", "embedding")),
+        "lm_head.weights": _wrap(params["embed"], ("vocabulary", "embedding")),
+        "final_norm/scale.weights": _wrap(params["final_norm"], ("embedding",)),
     }
     lp = jax.tree.map(np.asarray, params["layers"])
-    for i in range(cfg.n_layers):
-        b = f"block_{i}/"
-        wq = lp["wq"][i].reshape(d, *q_shape, hd)[..., perm]
-        wk = lp["wk"][i].reshape(d, *kv_shape, hd)[..., perm]
-        wv = lp["wv"][i].reshape(d, *kv_shape, hd)
-        wo = lp["wo"][i].reshape(*q_shape, hd, d)
-        mapping.update({
-            b + "pre_attention_norm/scale.weights": wrap(lp["attn_norm"][i], "embedding"),
-            b + "pre_ffw_norm/scale.weights": wrap(lp["mlp_norm"][i], "embedding"),
-            b + "attention/query.weights": wrap(wq, "embedding", *q_axes, "projection"),
-            b + "attention/key.weights": wrap(wk, "embedding", *kv_axes, "projection"),
-            b + "attention/value.weights": wrap(wv, "embedding", *kv_axes, "projection"),
-            b + "attention/output.weights": wrap(wo, *q_axes, "projection", "embedding"),
-            b + "mlp/gating_linear.weights": wrap(lp["w_gate"][i], "embedding", "neurons"),
-            b + "mlp/value_linear.weights": wrap(lp["w_up"][i], "embedding", "neurons"),
-            b + "mlp/out_linear.weights": wrap(lp["w_down"][i], "neurons", "embedding"),
-        })
+    per_block = [_block_weights(cfg, lp, i) for i in range(cfg.n_layers)]
+    for name, (_, axes) in per_block[0].items():
+        if layer_stack:
+            stacked = np.stack([blk[name][0] for blk in per_block])
+            mapping[f"blocks/{name}"] = _wrap(stacked, ("blocks", *axes))
+        else:
+            mapping.update({f"block_{i}/{name}": _wrap(blk[name][0], axes)
+                            for i, blk in enumerate(per_block)})
     model = pz.bind_variables(
         model_def, [pz.Parameter(value=v, label=f"transformer/{k}") for k, v in mapping.items()])
     pz.nn.assert_no_parameter_slots(model)
@@ -140,3 +162,51 @@ def logits(model: model_parts.TransformerLM, tokens) -> jax.Array:
     toks = pz.nx.wrap(jnp.asarray(tokens, jnp.int32)).tag("batch", "seq")
     out = model(toks)
     return out.untag("batch", "seq", "vocabulary").unwrap()
+
+
+# ----------------------------------------------------------------------------- callbacks
+# Callback-style instrumentation of penzai's own layer classes, the Mishax way: the model file
+# (penzai's llamalike_common) is neither edited nor rebuilt; a layer class's call is wrapped
+# while a function is traced, so it works under jax.jit and inside the LayerStack's lax.scan.
+
+
+@contextlib.contextmanager
+def intercepting(layer_cls: type, fn: Callable) -> Iterator[None]:
+    """Inside the block, every call of a `layer_cls` layer returns `fn(its output)`.
+
+    It acts at trace time: trace (and jit) the instrumented function inside the block, with a
+    fresh `jax.jit` (a function traced earlier keeps its old, uninstrumented program)."""
+    own = layer_cls.__dict__.get("__call__")
+    original = layer_cls.__call__
+
+    def called(self, argument, /, **side_inputs):
+        return fn(original(self, argument, **side_inputs))
+
+    layer_cls.__call__ = called
+    try:
+        yield
+    finally:
+        if own is None:
+            del layer_cls.__call__
+        else:
+            layer_cls.__call__ = own
+
+
+def send_to(sink: list) -> Callable:
+    """An interceptor that appends each output (`[batch, seq, embedding]`) to `sink` on the host,
+    in call order, through an ordered `io_callback` (so also from inside jit and scan), and
+    returns it unchanged."""
+    def store(value):
+        sink.append(np.asarray(value))
+
+    def fn(out):
+        io_callback(store, None, out.unwrap("batch", "seq", "embedding"), ordered=True)
+        return out
+
+    return fn
+
+
+def add_vector(vector) -> Callable:
+    """An interceptor that adds `vector [d_model]` to each output (ActAdd at every call)."""
+    named = pz.nx.wrap(jnp.asarray(vector, jnp.float32)).tag("embedding")
+    return lambda out: out + named.astype(out.dtype)
