@@ -1,16 +1,20 @@
 """Coefficient sweeps: every (variant, coefficient) point generated in one batch, scored for
 effect and cost, and compared at matched cost (the Pareto comparison of the post).
 
-A point's effect is the mean over its samples with its standard error; the cost on neutral text
-(steered delta CE) is deterministic. Two curves are compared by interpolating the reference
-curve's effect at the other curve's costs (only inside the reference's cost range): the mean
-difference is the effect of "A beats B at matched cost", and the root-mean-square of the
-combined standard errors is its spread (for `interp.claims.verdict_from_comparison`).
+Prompts are the unit of replication: a task has one or more evaluation prompts, every point is
+sampled `n_samples` times on each, and a point's effect is kept per prompt (the mean over that
+prompt's completions). Completions of one prompt share it, so their spread says nothing about
+another prompt; the point's standard error is over prompts. The cost on neutral text (steered
+delta CE) is deterministic. Two curves are compared per prompt, paired: the reference curve's
+effect on a prompt is interpolated at the other curve's costs (inside the reference's cost
+range), and the mean difference over those costs is that prompt's "A minus B at matched cost"
+(bootstrapped over prompts by `interp.experiments.steering`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,15 +33,20 @@ class Point:
 class Task:
     """What one concept's steering is evaluated on."""
 
-    prompt: str            # the evaluation prompt ActAdd used, e.g. "I think you're"
+    prompt: str | tuple[str, ...]  # evaluation prompt(s); ActAdd's first, e.g. "I think you're"
     lexicon: str | tuple   # concept words (name in lexicons.LEXICONS or a word tuple)
     judge: evaluate.Judge
     minus_lexicon: str | tuple | None = None  # subtracted (e.g. hate words for love - hate)
 
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return (self.prompt,) if isinstance(self.prompt, str) else tuple(self.prompt)
+
 
 @dataclasses.dataclass
 class Result:
-    """Per point: summary statistics; per sample: texts and raw scores."""
+    """Per point: the mean over prompts with its standard error over prompts (nan with one
+    prompt), the per-prompt means, and the texts (prompt-major, `n_samples` per prompt)."""
 
     variant: str
     coeff: float
@@ -50,6 +59,8 @@ class Result:
     delta_ce: float
     rel_norm: float
     texts: list[str]
+    lexicon_by_prompt: np.ndarray | None = None  # [n_prompts] mean over each prompt's samples
+    judge_by_prompt: np.ndarray | None = None
 
 
 def _mean_se(x) -> tuple[float, float]:
@@ -60,32 +71,52 @@ def _mean_se(x) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
-def run(model, site: str, task: Task, points: Sequence[Point], *, n_samples: int,
-        max_new_tokens: int, neutral_tokens, seed: int = 0, batch_size: int = 64,
-        resid_norm: float | None = None, progress: bool = True) -> list[Result]:
-    """Generate `n_samples` completions of `task.prompt` for every point (all in a few large
-    batches), then score effect (lexicon, judge) and cost (completion CE, steered delta CE)."""
-    if not points:
-        raise ValueError("no points to run")
-    deltas = np.stack([p.coeff * np.asarray(p.vector, np.float32) for p in points])  # [K, P, d]
+def _per_prompt(values: np.ndarray, n_points: int, n_samples: int) -> np.ndarray:
+    """[n_prompts, n_points * n_samples] per-completion values -> [n_points, n_prompts] means
+    over each prompt's completions (nan completions, e.g. empty CE, ignored)."""
+    v = values.reshape(values.shape[0], n_points, n_samples)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan prompt stays nan
+        return np.nanmean(v, axis=-1).T
+
+
+def _generate_on(model, site, task, prompt, deltas, *, n_samples, max_new_tokens, seed,
+                 batch_size, progress):
+    """(texts, lexicon scores, judge probabilities, completion CEs) of `n_samples` completions
+    per delta on one prompt, rows point-major."""
+    prompt_ids = actadd.encode_prompt(model, prompt)
     rows = np.repeat(deltas, n_samples, axis=0)
-    prompt_ids = actadd.encode_prompt(model, task.prompt)
     new = actadd.generate(model, site, prompt_ids, rows, max_new_tokens=max_new_tokens, seed=seed,
                           batch_size=batch_size, progress=progress)
     texts = [model.tokenizer.decode([t for t in ids if t != model.cfg.eos_id]) for ids in new]
     lex = lexicons.score(texts, task.lexicon, task.minus_lexicon)
     judge, ce = evaluate.judge_and_ce(model, prompt_ids, new, task.judge)
+    return texts, lex, judge, ce
+
+
+def run(model, site: str, task: Task, points: Sequence[Point], *, n_samples: int,
+        max_new_tokens: int, neutral_tokens, seed: int = 0, batch_size: int = 64,
+        resid_norm: float | None = None, progress: bool = True) -> list[Result]:
+    """Generate `n_samples` completions of each of `task.prompts` for every point (one batched
+    call per prompt, the same seed on every prompt), then score effect (lexicon, judge) per
+    prompt and cost (completion CE, steered delta CE)."""
+    if not points:
+        raise ValueError("no points to run")
+    deltas = np.stack([p.coeff * np.asarray(p.vector, np.float32) for p in points])  # [K, P, d]
+    per = [_generate_on(model, site, task, prompt, deltas, n_samples=n_samples,
+                        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                        progress=progress) for prompt in task.prompts]
+    k = len(points)
+    lex, judge, ce = (_per_prompt(np.stack([x[i] for x in per]), k, n_samples) for i in (1, 2, 3))
     dce = evaluate.steered_delta_ce(model, site, deltas, neutral_tokens)
     out = []
-    for k, p in enumerate(points):
-        s = slice(k * n_samples, (k + 1) * n_samples)
-        lm, ls = _mean_se(lex[s])
-        jm, js = _mean_se(judge[s])
-        cm, cs = _mean_se(ce[s])
+    for i, p in enumerate(points):
+        texts = [t for x in per for t in x[0][i * n_samples:(i + 1) * n_samples]]
         rel = float("nan")
         if resid_norm:
-            rel = float(np.linalg.norm(deltas[k], axis=-1).max() / resid_norm)
-        out.append(Result(p.variant, p.coeff, lm, ls, jm, js, cm, cs, float(dce[k]), rel, texts[s]))
+            rel = float(np.linalg.norm(deltas[i], axis=-1).max() / resid_norm)
+        out.append(Result(p.variant, p.coeff, *_mean_se(lex[i]), *_mean_se(judge[i]),
+                          *_mean_se(ce[i]), float(dce[i]), rel, texts, lex[i], judge[i]))
     return out
 
 
@@ -103,23 +134,42 @@ def curve(results: Sequence[Result], variant: str, effect: str = "lexicon",
             "cost": np.array([getattr(r, cost) for r in rs])}
 
 
-def matched_comparison(a: dict, b: dict) -> dict[str, float]:
-    """Effect of curve `a` minus curve `b` at matched cost (see the module docstring).
+def per_prompt_curve(results: Sequence[Result], variant: str, effect: str = "lexicon",
+                     baseline: str | None = "unsteered") -> dict[str, np.ndarray]:
+    """`curve` with the per-prompt effects: "effect" is [n_points, n_prompts]."""
+    c = curve(results, variant, effect, baseline=baseline)
+    names = {variant} | ({baseline} if baseline else set())
+    rs = sorted((r for r in results if r.variant in names), key=lambda r: r.coeff)
+    by_prompt = [getattr(r, effect + "_by_prompt") for r in rs]
+    if any(v is None for v in by_prompt):
+        raise ValueError(f"variant {variant!r} has no per-prompt {effect}; run it with sweep.run")
+    return {**c, "effect": np.stack([np.asarray(v, np.float64) for v in by_prompt])}
 
-    `b`'s effect (and standard error) is linearly interpolated at each of `a`'s costs inside
-    `b`'s cost range; the result has the mean difference, its spread and how many points of `a`
-    were comparable. No overlap gives nan (an inconclusive verdict)."""
+
+def matched_comparison(a: dict, b: dict) -> dict:
+    """Effect of curve `a` minus curve `b` at matched cost, per prompt (see the module
+    docstring). Curves come from `per_prompt_curve` ("effect" [n_points, n_prompts]) or `curve`
+    ("effect" [n_points]: one prompt).
+
+    `b`'s effect on each prompt is linearly interpolated at each of `a`'s costs inside `b`'s
+    cost range; "per_prompt" is the mean difference over those costs for every prompt (paired:
+    the same prompt in both curves), "difference" its mean over prompts, "n_matched" how many
+    points of `a` were comparable. No overlap gives nan per prompt and n_matched 0."""
+    ae = np.asarray(a["effect"], np.float64).reshape(len(a["cost"]), -1)
+    be = np.asarray(b["effect"], np.float64).reshape(len(b["cost"]), -1)
+    if ae.shape[1] != be.shape[1]:
+        raise ValueError(f"curves have {ae.shape[1]} and {be.shape[1]} prompts; compare "
+                         f"variants sampled on the same prompts")
     order = np.argsort(b["cost"], kind="stable")
-    bc, be, bs = b["cost"][order], b["effect"][order], b["effect_se"][order]
+    bc, be = np.asarray(b["cost"])[order], be[order]
     inside = (a["cost"] >= bc[0]) & (a["cost"] <= bc[-1])
     if not inside.any():
-        return {"difference": float("nan"), "spread": float("nan"), "n_matched": 0}
-    diff = a["effect"][inside] - np.interp(a["cost"][inside], bc, be)
-    se2 = np.nan_to_num(a["effect_se"][inside]) ** 2 + np.interp(a["cost"][inside], bc,
-                                                                  np.nan_to_num(bs)) ** 2
-    n = int(inside.sum())
-    return {"difference": float(diff.mean()), "spread": float(np.sqrt(se2.mean() / n)),
-            "n_matched": n}
+        nan = np.full(ae.shape[1], np.nan)
+        return {"per_prompt": nan, "difference": float("nan"), "n_matched": 0}
+    ref = np.stack([np.interp(a["cost"][inside], bc, be[:, j]) for j in range(be.shape[1])], 1)
+    per_prompt = (ae[inside] - ref).mean(0)
+    return {"per_prompt": per_prompt, "difference": float(per_prompt.mean()),
+            "n_matched": int(inside.sum())}
 
 
 def best_at_budget(c: dict, max_cost: float) -> tuple[float, float]:
