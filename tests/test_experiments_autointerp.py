@@ -180,8 +180,8 @@ def test_a4_latents_rescued_by_the_llm_make_a_rate_above_zero():
     assert c.effect["mean"] == pytest.approx(1.0) and len(c.numbers["rescued_latents"]) == 12
 
 
-def test_a4_no_rescued_latent_is_inconclusive_never_refuted():
-    """A rate of 0 in a sample cannot show the rate is 0: 'exists' is not refuted by it."""
+def test_a4_no_rescued_latent_of_twelve_is_inconclusive():
+    """0 of 12 cannot show the rate is below the noise rate (exact upper bound 0.26 > 0.05)."""
     rng = np.random.default_rng(9)
     c = a4(np.full(12, 0.6), 0.7 + rng.normal(0, 0.05, 12), rng.normal(0, 0.05, 12))
     assert c.verdict == "inconclusive" and c.effect["mean"] == 0.0
@@ -193,6 +193,14 @@ def test_a4_one_rescued_latent_of_thirty_is_not_enough():
     rule_expl[0] = 0.0
     c = a4(rule_expl, 0.7 + rng.normal(0, 0.05, 30), rng.normal(0, 0.05, 30))
     assert c.verdict == "inconclusive" and c.numbers["rescued_latents"] == [0]
+
+
+def test_a4_no_rescue_in_two_hundred_latents_is_not_reproduced():
+    """Fewer rescues than the noise bands alone would give, over many latents: at this scale
+    the case study does not reproduce."""
+    rng = np.random.default_rng(11)
+    c = a4(np.full(200, 0.6), 0.7 + rng.normal(0, 0.05, 200), rng.normal(0, 0.05, 200))
+    assert c.verdict == "not reproduced" and c.effect["threshold"] == pytest.approx(0.05)
 
 
 def test_a4_two_latents_are_inconclusive_and_no_llm_is_not_tested():

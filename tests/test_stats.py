@@ -341,3 +341,20 @@ def test_power_for_an_effect_of_four_standard_errors(n, low, high):
     print(f"power at 4 standard errors, n={n}: {power:.1%} (noncentral t: {theory:.1%})")
     assert power == pytest.approx(theory, abs=0.03)
     assert low <= power <= high
+
+
+def test_proportions_get_an_exact_binomial_interval():
+    """0 of 10 features recovered: a bootstrap interval collapses to [0, 0]; the exact one
+    reaches 0.31, so 'the share is above 0.25' is not refuted by 10 items."""
+    none = stats.Effect.from_proportion([0.0] * 10)
+    assert none.method == stats.EXACT_BINOMIAL
+    assert none.ci[0] == 0.0 and none.ci[1] == pytest.approx(0.3085, abs=1e-3)
+    assert stats.threshold(none, 0.25) == "inconclusive"
+    assert stats.threshold(stats.Effect.from_proportion([0.0] * 40), 0.25) == "not reproduced"
+    most = stats.Effect.from_proportion([1.0] * 38 + [0.0] * 2)
+    assert stats.threshold(most, 0.8) == "reproduced"
+    low90, high90 = most.interval(0.90)
+    assert most.ci[0] < low90 < most.mean < high90 <= most.ci[1]
+    assert stats.p_value(stats.Effect.from_proportion([1.0, 0.0, 1.0, 1.0]), 0.0) == 0.0
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        stats.Effect.from_proportion([1.0, -1.0, 0.0])

@@ -209,10 +209,14 @@ def judge_a3(rule_rows, llm_rows, *, n_boot: int, seed: int):
 
 
 def judge_a4(rule_rows, llm_rows, llm_label: str, *, quantile: float, n_boot: int, seed: int):
-    """A-4: the rate of latents rescued by the LLM (`rescued_by_llm`) is above 0."""
+    """A-4: the rate of latents rescued by the LLM (`rescued_by_llm`) is above the rate the
+    noise bands alone would give (1 - quantile: a latent whose LLM score is noise lands above
+    the LLM band that often). The rate is a proportion over latents (exact binomial interval),
+    so one rescued latent of 30 is not evidence: it is what noise produces."""
     missing = _llm_ingredient_missing(llm_rows)
     found = None if missing else rescued_by_llm(rule_rows, llm_rows, quantile)
-    effect = None if found is None else items_effect(found["indicator"], n_boot=n_boot, seed=seed)
+    effect = (None if found is None or not len(found["indicator"])
+              else Effect.from_proportion(found["indicator"]))
     if effect is None:
         return claims.not_tested("A-4", A4, source="post", reason=missing or (
             "no LLM-scored latent has both a rule-based and an LLM score defined"))
@@ -220,7 +224,7 @@ def judge_a4(rule_rows, llm_rows, llm_label: str, *, quantile: float, n_boot: in
                "noise_quantile": quantile, "rule_based_band": found["rule_band"],
                "llm_band": found["llm_band"]}
     return claims.judge("A-4", A4, source="post", rule="threshold", effect=effect,
-                        threshold=0.0, higher_is_reproduced=True, numbers=numbers)
+                        threshold=1.0 - quantile, higher_is_reproduced=True, numbers=numbers)
 
 
 A5_REASON = (

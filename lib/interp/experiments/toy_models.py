@@ -164,7 +164,7 @@ def judge_t1(tms_rows, sparse_ps, *, recovery_threshold: float, fraction_bar: fl
                              rule="threshold", reason="no sparse setting with a represented "
                              "feature and a relu SAE was run")
     return claims.judge("T-1", T1_TEXT, source="replicated", rule="threshold",
-                        effect=stats.Effect.from_items(per, seed=seed), numbers=numbers,
+                        effect=stats.Effect.from_proportion(per), numbers=numbers,
                         threshold=fraction_bar)
 
 
