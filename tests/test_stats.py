@@ -251,7 +251,7 @@ def test_directional_false_conclusive_rate_on_noise(n):
 def test_two_seeds_never_conclusive_unlike_the_old_rule():
     x = _noise(3, DRAWS, 2)
     assert not np.isin(_directional_sim(x), CONCLUSIVE).any()
-    # the old rule (claims.verdict_from_comparison): conclusive when |mean| > seed std
+    # the old rule (removed): conclusive when |mean| > seed std
     old_rate = (np.abs(x.mean(axis=1)) > x.std(axis=1, ddof=1)).mean()
     assert 0.3 < old_rate < 0.5                                 # ~39%: why this module exists
 

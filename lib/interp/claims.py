@@ -177,34 +177,6 @@ def recorded() -> list[Claim]:
     return list(_recorded)
 
 
-def verdict_from_comparison(effect: float, spread: float, expected_sign: int = 1) -> str:
-    """Superseded by `judge(..., rule="directional")`: it calls pure noise conclusive about 39%
-    of the time at 2 seeds. Verdict for a claim that 'A beats B', given effect = A - B and a
-    noise level.
-
-    The rule: an effect whose magnitude does not exceed `spread` (e.g. the standard
-    deviation over seeds, or a bootstrap half-width) is inconclusive; otherwise the
-    claim is reproduced when the effect has the expected sign and not reproduced when
-    it has the opposite sign.
-    """
-    if not (math.isfinite(effect) and math.isfinite(spread)):
-        return "inconclusive"
-    if abs(effect) <= abs(spread):
-        return "inconclusive"
-    return "reproduced" if effect * expected_sign > 0 else "not reproduced"
-
-
-def verdict_from_threshold(value: float, threshold: float, higher_is_reproduced: bool = True,
-                           margin: float = 0.0) -> str:
-    """Verdict for a claim 'value is above (or below) threshold', with a grey zone of +-margin."""
-    if not math.isfinite(value):
-        return "inconclusive"
-    delta = value - threshold if higher_is_reproduced else threshold - value
-    if abs(delta) <= margin:
-        return "inconclusive"
-    return "reproduced" if delta > 0 else "not reproduced"
-
-
 def table(claims: list[Claim] | None = None) -> str:
     """A Markdown table of claims, for display in a notebook: verdict, the effect that decided
     it (mean [95% CI], n, minimal detectable effect), the rule and the other numbers."""

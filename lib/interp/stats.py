@@ -17,7 +17,7 @@ Rules (all return one of "reproduced", "not reproduced", "inconclusive"):
   Holm-Bonferroni where a verdict rests on *some* part being significant.
 
 Every rule calls fewer than `min_n` (3) seeds or items inconclusive: with 2 seeds the standard
-error rests on a single degree of freedom, and the old rule `claims.verdict_from_comparison`
+error rests on a single degree of freedom, and the old rule (now removed from `claims`)
 (effect larger than the seed spread) called pure noise conclusive about 39% of the time at 2
 seeds and always at 1. With 3 seeds only large effects can be seen: an effect of 4 standard
 errors is found about 56% of the time (5 seeds: 84%, 10 seeds: 94%; see tests/test_stats.py).
