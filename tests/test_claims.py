@@ -90,3 +90,11 @@ def test_effect_summary_reads_mean_ci_n_and_mde():
     e = stats.Effect.from_seeds([1.0, 2.0, 3.0])
     text = claims.effect_summary(e.to_record())
     assert text.startswith("+2 [") and ", n 3, MDE " in text
+
+
+def test_inconclusive_records_the_reason_and_refuses_none():
+    c = claims.inconclusive("T-3", "compression", source="post", rule="threshold",
+                            reason="no compression kept the output")
+    assert c.verdict == "inconclusive" and c.rule == "threshold" and c.reason
+    with pytest.raises(ValueError, match="say why"):
+        claims.inconclusive("T-3", "compression", source="post", rule="threshold", reason="")

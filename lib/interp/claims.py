@@ -137,6 +137,16 @@ def judge(claim_id: str, claim: str, *, source: str, rule: str,
                   rule=rule, effect={**effect.to_record(), **args})
 
 
+def inconclusive(claim_id: str, claim: str, *, source: str, rule: str, reason: str,
+                 numbers: dict[str, Any] | None = None) -> Claim:
+    """Record a claim whose measurement ran but left its rule nothing to decide on (no common
+    L0 range, no compression that kept the output, ...): inconclusive, saying why."""
+    if not reason:
+        raise ValueError(f"claim {claim_id}: say why it is inconclusive")
+    return record(claim_id, claim, stats.INCONCLUSIVE, numbers, source=source, rule=rule,
+                  reason=reason)
+
+
 def not_tested(claim_id: str, claim: str, *, source: str, reason: str,
                numbers: dict[str, Any] | None = None) -> Claim:
     """Record a claim this page does not measure, with the reason (never 'inconclusive')."""

@@ -121,9 +121,10 @@ def spike_difference(spikes: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
 def _missing(claim_id: str, text: str, source: str, rule: str, what: str,
              numbers: dict) -> claims.Claim:
     """A claim whose comparison has nothing to test: inconclusive, saying why."""
-    return claims.record(claim_id, text, stats.INCONCLUSIVE, numbers, source=source, rule=rule,
-                         reason=f"{what}: no common L0 range (or a seed without a finite "
-                                f"difference); widen the L1 sweep so the arms' L0s overlap")
+    return claims.inconclusive(claim_id, text, source=source, rule=rule, numbers=numbers,
+                               reason=f"{what}: no common L0 range (or a seed without a finite "
+                                      f"difference); widen the L1 sweep so the arms' L0s "
+                                      f"overlap")
 
 
 def _judge(claim_id, text, comparison, what, *, source, rule, numbers, **rule_args):

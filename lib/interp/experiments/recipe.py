@@ -90,8 +90,8 @@ def _seed_effect(values) -> stats.Effect | None:
 
 
 def _inconclusive(claim_id, text, source, rule, reason, numbers=None) -> claims.Claim:
-    return claims.record(claim_id, text, stats.INCONCLUSIVE, numbers or {}, source=source,
-                         rule=rule, reason=reason)
+    return claims.inconclusive(claim_id, text, source=source, rule=rule, reason=reason,
+                               numbers=numbers)
 
 
 def verdict_f1(reductions: np.ndarray, widths_d_sae: Sequence[int], numbers: dict

@@ -160,8 +160,8 @@ def judge_t1(tms_rows, sparse_ps, *, recovery_threshold: float, fraction_bar: fl
                "best relu MMCS per sparse setting":
                    {str(p): r["mmcs"] for p, r in best_rows(tms_rows, "relu", sparse_ps).items()}}
     if per.size == 0:
-        return claims.record("T-1", T1_TEXT, stats.INCONCLUSIVE, numbers, source="replicated",
-                             rule="threshold", reason="no sparse setting with a represented "
+        return claims.inconclusive("T-1", T1_TEXT, numbers=numbers, source="replicated",
+                                   rule="threshold", reason="no sparse setting with a represented "
                              "feature and a relu SAE was run")
     return claims.judge("T-1", T1_TEXT, source="replicated", rule="threshold",
                         effect=stats.Effect.from_proportion(per), numbers=numbers,
@@ -181,8 +181,8 @@ def judge_t2(tms_rows, architectures, sparse_ps, *, recovery_threshold: float, m
         return claims.not_tested("T-2", T2_TEXT, source="post", numbers=numbers,
                                  reason=f"only {list(architectures)} was trained: nothing to rank")
     if not recovered_per_feature(tms_rows, architectures[0], sparse_ps, recovery_threshold).size:
-        return claims.record("T-2", T2_TEXT, stats.INCONCLUSIVE, numbers, source="post",
-                             rule="all_parts", reason="no sparse setting with a represented "
+        return claims.inconclusive("T-2", T2_TEXT, numbers=numbers, source="post",
+                                   rule="all_parts", reason="no sparse setting with a represented "
                              "feature: no item to compare the variants on")
     parts = variant_parts(tms_rows, architectures, sparse_ps, recovery_threshold, seed)
     return claims.judge("T-2", T2_TEXT, source="post", rule="all_parts", parts=parts,
@@ -205,8 +205,8 @@ def judge_t3(per_width, *, accuracy_bar: float, readout_bar: float, seed: int = 
         why = ("no compression below the varying width was run" if not items else
                f"no compression kept the output accuracy >= {accuracy_bar}: all {len(items)} "
                f"are failures to compress, which say nothing about the algorithm")
-        return claims.record("T-3", T3_TEXT, stats.INCONCLUSIVE, numbers, source="post",
-                             rule="threshold", reason=why)
+        return claims.inconclusive("T-3", T3_TEXT, numbers=numbers, source="post",
+                                   rule="threshold", reason=why)
     effect = stats.Effect.from_items([r["probe_min_accuracy"] for r in kept], seed=seed)
     return claims.judge("T-3", T3_TEXT, source="post", rule="threshold", effect=effect,
                         numbers=numbers, threshold=readout_bar, higher_is_reproduced=False)
