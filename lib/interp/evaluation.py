@@ -1,7 +1,7 @@
 """Evaluating an encoder/decoder pair (an SAE, or ITO codes on an SAE's decoder) inside the model:
 reconstruction metrics at the site, and the cost to the model's next-token loss when the
 reconstruction is spliced in (GDM Progress Update #1; Bricken et al. 2023 "loss recovered";
-snippets.md section 1.3).
+the names are those of the book's reference-SAE page).
 
 For held-out token contexts we run the model once up to the site's layer, caching the residual
 entering that layer and the clean value at the site (both captured through `interp.hooks`).

@@ -1,4 +1,4 @@
-"""SAE quality metrics, each defined once (snippets.md section 1.3). Inputs are arrays with the
+"""SAE quality metrics, each defined once (the names of the book's reference-SAE page). Inputs are arrays with the
 token axis first: x, x_hat of shape (tokens, d_in), f of shape (tokens, d_sae). Work on numpy or
 jax arrays; return scalars (or per-latent arrays) of the same library.
 

@@ -1,4 +1,4 @@
-"""Shrinkage control for the encoder-vs-ITO comparison (snippets.md section 3.3, E5; Gated SAE
+"""Shrinkage control for the encoder-vs-ITO comparison (the ITO page's experiment E5; Gated SAE
 paper's "rescale & shift" baseline): keep an SAE's encoder and decoder frozen and fit, per
 latent i, a rescale a_i and shift b_i of its *active* outputs,
 

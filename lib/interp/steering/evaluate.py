@@ -1,4 +1,4 @@
-"""Steering effect and cost, with no external API (snippets.md section 2.4).
+"""Steering effect and cost, with no external API (the steering page's effect and cost axes).
 
 Effect of a steered completion:
 * lexicon: the number of concept words in it (ActAdd's wedding-word count; `lexicons`);

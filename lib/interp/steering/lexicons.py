@@ -1,4 +1,4 @@
-"""Concept word lists for the lexicon steering metric (ActAdd; snippets.md section 2.4).
+"""Concept word lists for the lexicon steering metric (ActAdd, Turner et al. 2023, Sec. 4).
 
 Counting whole words (case-insensitive) in a completion is the cheapest steering effect that
 needs no model at all: ActAdd counted wedding words per completion.
@@ -14,7 +14,7 @@ import numpy as np
 # ActAdd's wedding words (Turner et al. 2023, the wedding-word count experiment).
 WEDDING = ("wedding", "weddings", "wed", "marry", "married", "marriage", "bride", "groom",
            "honeymoon")
-# snippets.md section 2.4, plus inflections so that "angrily" or "hated" count.
+# ActAdd's concepts, plus inflections so that "angrily" or "hated" count.
 ANGER = ("anger", "angry", "angrily", "hate", "hated", "hates", "hatred", "furious", "rage",
          "raging", "mad", "annoyed", "annoying", "stupid", "idiot", "idiots", "damn", "yell",
          "yelling", "screaming", "scream", "pissed", "outraged", "irritated", "resent")

@@ -1,4 +1,4 @@
-"""The steering-vector variants compared in the post (snippets.md section 2.3), all [P, d] and
+"""The steering-vector variants compared in the post (GDM Progress Update #1, snippet 1), all [P, d] and
 all added at the same front positions and layer:
 
     orig        h_A                                     ActAdd's vector
