@@ -274,3 +274,8 @@ def test_notebooks_declare_their_list_element_constraints():
 def _flow(constraints: dict) -> str:
     """A constraint mapping as it is written in a parameters cell: {min: 0, max: 29}."""
     return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in constraints.items()) + "}"
+
+
+def test_a_comment_with_an_equals_sign_is_refused_before_papermill_drops_it():
+    with pytest.raises(P.ParamError, match="'margin'.*contains '='.*reword"):
+        P.parse_parameters("margin = 0.02  # the post calls beta1 = 0 slight {gt: 0.0}\n")

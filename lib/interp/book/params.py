@@ -88,6 +88,11 @@ def parse_parameters(source: str) -> dict[str, Param]:
         except ValueError:
             raise ParamError(f"parameter {name!r}: default must be a literal") from None
         comment = _comment(lines[node.end_lineno - 1])
+        if "=" in comment:
+            # papermill reads a parameter line with a second '=' as unparseable, warns and
+            # leaves it out of the parameters it knows; say so before any compute instead.
+            raise ParamError(f"parameter {name!r}: its comment contains '=' ({comment!r}), "
+                             f"which papermill cannot parse; reword it")
         doc, constraints = _split_constraints(name, comment)
         type_name = _TYPE_NAMES.get(type(value), type(value).__name__)
         if "items" in constraints and type_name != "list":
