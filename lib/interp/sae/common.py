@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from . import sparse
 from .config import SAEConfig
 
 
@@ -34,16 +35,24 @@ def init_dictionary(key, cfg: SAEConfig) -> dict:
 def encoder_matmul(params: dict, x, cfg: SAEConfig):
     """W_enc^T (x - b_dec), computed as x W_enc - b_dec W_enc: the same number, but then the
     gradient with respect to b_dec is a vector-matrix product instead of a sixth
-    (batch x d_sae x d_in) matmul, which autodiff of (x - b_dec) W_enc would spend."""
-    h = x @ params["W_enc"]
+    (batch x d_sae x d_in) matmul, which autodiff of (x - b_dec) W_enc would spend.
+    Under step="sparse"/"auto" the forward stays dense but the weight gradient is computed
+    from the (sparse) cotangent's non-zeros only."""
+    mode = sparse.use_sparse(cfg.step)
+    h = x @ params["W_enc"] if mode is None else sparse.sparse_grad_matmul(
+        x, params["W_enc"], mode)
     if cfg.pre_encoder_bias:
         h = h - params["b_dec"] @ params["W_enc"]
     return h
 
 
 def decode(params: dict, f, cfg: SAEConfig | None = None):
-    """x_hat = W_dec f + b_dec (same for every architecture)."""
-    return f @ params["W_dec"] + params["b_dec"]
+    """x_hat = W_dec f + b_dec (same for every architecture); with a config whose step is
+    "sparse"/"auto", from f's non-zeros only (`sparse.sparse_decode`)."""
+    mode = None if cfg is None else sparse.use_sparse(cfg.step)
+    if mode is None:
+        return f @ params["W_dec"] + params["b_dec"]
+    return sparse.sparse_decode(f, params["W_dec"], mode) + params["b_dec"]
 
 
 # Below this a decoder row counts as zero: it has no direction to project onto or rescale.

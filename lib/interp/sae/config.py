@@ -21,6 +21,7 @@ DECODER_NORMS = ("unit", "at_most_one", "free")
 INPUT_NORMALISATIONS = ("none", "sqrt_d")
 MSE_REDUCTIONS = ("mean", "sum")
 B_DEC_INITS = ("zeros", "mean")
+STEPS = ("dense", "sparse", "auto")
 
 # Scalar fields that only enter arithmetic inside the jitted step, so a sweep over them can be
 # one vmapped step over stacked parameters (`train_sweep`). `seed` is swept through the init.
@@ -84,6 +85,13 @@ class SAEConfig:
         start x lr to lr with a cosine over this many steps (GDM).
       aux_k, aux_k_coeff: AuxK uses the top `aux_k` dead latents, weight `aux_k_coeff` (1/32).
       dense_threshold: a latent firing on more than this fraction of tokens counts as dense.
+
+    Compute
+      step: "dense" (XLA matmuls; the reference), "sparse" (decoder forward and the three
+        gradients from the active (token, latent) pairs only, numba kernels on CPU; see
+        `sparse.py`) or "auto" (sparse kernels on CPU, each product falling back to dense BLAS
+        when its codes are denser than `sparse.AUTO_DENSITY`; dense off CPU). Same numbers
+        up to float rounding.
     """
 
     d_in: int
@@ -122,6 +130,7 @@ class SAEConfig:
     aux_k: int = 256
     aux_k_coeff: float = 1.0 / 32
     dense_threshold: float = 0.1
+    step: str = "dense"
 
     def __post_init__(self):
         def bad(name, why):
@@ -141,6 +150,7 @@ class SAEConfig:
         choice("input_normalisation", INPUT_NORMALISATIONS)
         choice("mse_reduction", MSE_REDUCTIONS)
         choice("b_dec_init", B_DEC_INITS)
+        choice("step", STEPS)
         for name in ("l1_coeff", "lr", "adam_eps", "aux_k_coeff", "decoder_init_norm"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:

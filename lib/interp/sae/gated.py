@@ -50,9 +50,9 @@ def encode(params, x, cfg: SAEConfig):
 def forward(params, x, cfg: SAEConfig) -> dict:
     pi_gate, mag = _paths(params, x, cfg)
     f = jnp.where(pi_gate > 0, mag, 0.0)
-    x_hat = common.decode(params, f)
+    x_hat = common.decode(params, f, cfg)
     gate_act = jax.nn.relu(pi_gate)
     sparsity = jnp.sum(gate_act * common.sparsity_weights(params, cfg), axis=-1)
     frozen = jax.lax.stop_gradient({"W_dec": params["W_dec"], "b_dec": params["b_dec"]})
-    aux_recon = common.decode(frozen, gate_act)
+    aux_recon = common.decode(frozen, gate_act, cfg)
     return {"z": pi_gate, "f": f, "x_hat": x_hat, "sparsity": sparsity, "aux_recon": aux_recon}

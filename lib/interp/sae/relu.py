@@ -34,6 +34,6 @@ def forward(params, x, cfg: SAEConfig) -> dict:
     """Everything the loss needs, per example."""
     z = pre_activations(params, x, cfg)
     f = jax.nn.relu(z)
-    x_hat = common.decode(params, f)
+    x_hat = common.decode(params, f, cfg)
     sparsity = jnp.sum(f * common.sparsity_weights(params, cfg), axis=-1)
     return {"z": z, "f": f, "x_hat": x_hat, "sparsity": sparsity}

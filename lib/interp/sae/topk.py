@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import common, relu
+from . import common, relu, sparse
 from .config import SAEConfig
 
 FEATURE_AXES = relu.FEATURE_AXES
@@ -15,18 +15,23 @@ init = relu.init
 pre_activations = relu.pre_activations
 
 
-def keep_top_k(z, k: int):
-    """Zero all but the k largest entries of each row (ties at the k-th value are kept)."""
-    kth = jax.lax.top_k(z, k)[0][..., -1:]
+def keep_top_k(z, k: int, step: str = "dense"):
+    """Zero all but the k largest entries of each row (ties at the k-th value are kept).
+    Under step="sparse"/"auto" on CPU the k-th value comes from a partition kernel
+    (`sparse.kth_largest`) instead of XLA's top_k."""
+    if sparse.use_sparse(step) is None:
+        kth = jax.lax.top_k(z, k)[0][..., -1:]
+    else:
+        kth = sparse.kth_largest(z, k)
     return jnp.where(z >= kth, jax.nn.relu(z), 0.0)
 
 
 def encode(params, x, cfg: SAEConfig):
-    return keep_top_k(pre_activations(params, x, cfg), cfg.k)
+    return keep_top_k(pre_activations(params, x, cfg), cfg.k, cfg.step)
 
 
 def forward(params, x, cfg: SAEConfig) -> dict:
     z = pre_activations(params, x, cfg)
-    f = keep_top_k(z, cfg.k)
-    x_hat = common.decode(params, f)
+    f = keep_top_k(z, cfg.k, cfg.step)
+    x_hat = common.decode(params, f, cfg)
     return {"z": z, "f": f, "x_hat": x_hat, "sparsity": jnp.zeros(x.shape[:-1], x.dtype)}
