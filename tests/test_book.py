@@ -159,8 +159,8 @@ def test_run_executes_a_copy_with_parameters_claims_and_provenance(book, capsys)
     assert len(tagged) == 1
     assert "".join(tagged[0]["source"]).splitlines() == [
         "# Parameters of this run (profile cpu); a changed value names the notebook's default",
-        "steps = 4  # how many terms to sum; notebook default: 3",
-        "scale = 0.25  # multiplies the sum; notebook default: 0.5",
+        "steps = 4  # notebook default: 3; how many terms to sum",
+        "scale = 0.25  # notebook default: 0.5; multiplies the sum",
         "label = 'a # not a comment'  # a text parameter",
         "verbose = False  # print more",
         "sizes = [1, 2]  # a list parameter"]
@@ -360,9 +360,9 @@ def test_parameters_and_injected_cells_become_one_view_marking_changed_values():
     assert view["metadata"]["tags"] == ["parameters"] and view["execution_count"] == 2
     assert view["source"].splitlines() == [
         "# Parameters of this run (profile smoke); a changed value names the notebook's default",
-        "steps = 5  # how many; notebook default: 3",
+        "steps = 5  # notebook default: 3; how many",
         "lr = 0.1",
-        "api_key = '<redacted>'  # the secret; notebook default: '<redacted>'"]
+        "api_key = '<redacted>'  # notebook default: '<redacted>'; the secret"]
     assert "sk-1" not in json.dumps(out)
 
 

@@ -158,11 +158,13 @@ def parameters_source(defaults: dict, values: dict, profile: str) -> str:
              "a changed value names the notebook's default"]
     for name, value in values.items():
         param = defaults.get(name)
-        notes = [param.doc] if param is not None and param.doc else []
+        notes = []  # a changed value's default comes first: long docs are cut off on the page
         if param is None:
             notes.append("not in the notebook's parameters cell")
         elif param.default != value or type(param.default) is not type(value):
             notes.append(f"notebook default: {redact({name: param.default})[name]!r}")
+        if param is not None and param.doc:
+            notes.append(param.doc)
         comment = f"  # {'; '.join(notes)}" if notes else ""
         lines.append(f"{name} = {redact({name: value})[name]!r}{comment}")
     return "\n".join(lines) + "\n"
