@@ -1,4 +1,5 @@
-"""Dead-latent strategies (snippets.md sections 1.2, 4.2, 4.3).
+"""Dead-latent strategies (Anthropic, Towards Monosemanticity 2023, resampling; Anthropic
+Jan 2024 update, ghost grads; GDM Progress Update #1, snippet 3, scaled ghost grads).
 
 - `ghost_loss`: Anthropic's ghost grads (Jan-2024), optionally scaled by the dead fraction (GDM).
 - `auxk_loss`: Gao et al. (2024) AuxK for top-k SAEs.
@@ -42,13 +43,13 @@ def ghost_pre_activations(params, x, z, cfg: SAEConfig):
 
 
 def ghost_loss(params, x, z, x_hat, recon, dead, cfg: SAEConfig):
-    """Anthropic ghost grads, per snippets.md 4.2 (SAELens `calculate_ghost_grad_loss`):
+    """Anthropic ghost grads, per their January 2024 update (SAELens `calculate_ghost_grad_loss`):
 
         g = sum_{i dead} exp(z_i) d_i;  r = x - x_hat
         s = sg(||r|| / (2||g|| + eps))        (the ghost output has half the residual's norm)
         L0 = ||s g - sg(r)||^2;  L = L0 * sg(recon / (L0 + eps))   (per example; MSE-sized)
 
-    Returns mean(L), times the dead fraction for "ghost_scaled" (GDM, snippets.md 4.3), and 0
+    Returns mean(L), times the dead fraction for "ghost_scaled" (GDM Progress Update #1, snippet 3), and 0
     when no latent is dead."""
     z = ghost_pre_activations(params, x, z, cfg)
     z_dead = jnp.where(dead, jnp.minimum(z, EXP_CLAMP), 0.0)
@@ -80,7 +81,7 @@ def auxk_loss(params, x, z, x_hat, dead, cfg: SAEConfig):
 
 
 def resample(params, adam_m, adam_v, dead, x, x_hat, key, cfg: SAEConfig):
-    """Anthropic neuron resampling (snippets.md 1.2) on one batch `x` (in training units):
+    """Anthropic neuron resampling (Towards Monosemanticity, 2023) on one batch `x` (in training units):
     draw one input per dead latent with probability proportional to its squared
     reconstruction loss; set d_i = x~/||x~|| (times the initial norm for non-unit decoders),
     encoder column = d_i * resample_encoder_scale * mean alive encoder norm, the latent's

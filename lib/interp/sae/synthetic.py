@@ -1,5 +1,5 @@
 """Synthetic activations from a known sparse dictionary, for testing that training recovers the
-true features (Sharkey et al. 2022, "Taking features out of superposition"; snippets.md 4.6).
+true features (Sharkey et al. 2022, "Taking features out of superposition").
 
 x = sum_i a_i g_i with unit directions g_i in R^d_in, each feature firing independently with a
 Zipf-like probability and a magnitude uniform in [0.5, 1.5] when it fires."""
