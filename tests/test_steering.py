@@ -235,7 +235,6 @@ def test_steered_delta_ce_and_judge(tiny):
     assert dce[0] == pytest.approx(0.0, abs=1e-6)
     assert dce[2] != pytest.approx(0.0, abs=1e-4)
     # a full forward with the hook gives the same steered CE
-    from interp import hooks
     from interp.evaluation import next_token_losses
     clean = tiny.forward(tokens).logits
     steered = tiny.forward(tokens, hooks=actadd.steering_hooks(tiny, site, 30 * h)).logits

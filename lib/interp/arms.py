@@ -170,9 +170,6 @@ def count_spikes(values, ratio: float, *, skip: int = 0) -> np.ndarray:
 
 
 # ----------------------------------------------------------- adopting one recipe item (snippet 5)
-HELP_VERDICTS = ("helps", "hurts", "inconclusive")
-
-
 def help_verdict(effect: stats.Effect | None) -> str:
     """'helps' / 'hurts' when the 95% CI of a positive-is-better gain over seeds excludes 0 on
     that side (`stats.directional`, >= 3 seeds), else 'inconclusive' (also without an effect).

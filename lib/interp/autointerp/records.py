@@ -142,6 +142,3 @@ def split(examples: LatentExamples, *, n_explain: int = 5, n_score_top: int = 5,
              *examples.random[:n_score_random])
     return Split(explain, tuple(score))
 
-
-def max_activation(records: Sequence[Record]) -> float:
-    return max((r.max_act for r in records), default=0.0)

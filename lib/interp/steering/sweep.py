@@ -171,11 +171,3 @@ def matched_comparison(a: dict, b: dict) -> dict:
     return {"per_prompt": per_prompt, "difference": float(per_prompt.mean()),
             "n_matched": int(inside.sum())}
 
-
-def best_at_budget(c: dict, max_cost: float) -> tuple[float, float]:
-    """The largest effect (and its standard error) among points with cost <= `max_cost`."""
-    ok = c["cost"] <= max_cost
-    if not ok.any():
-        return float("nan"), float("nan")
-    i = np.flatnonzero(ok)[np.argmax(c["effect"][ok])]
-    return float(c["effect"][i]), float(c["effect_se"][i])

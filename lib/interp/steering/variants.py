@@ -56,8 +56,3 @@ def pruned(dec: Decomposition, irrelevant: Iterable[int]) -> np.ndarray:
 def ablate(dec: Decomposition, feature: int) -> np.ndarray:
     return dec.vector - dec.feature_vector([feature])
 
-
-def relative_norms(vector: np.ndarray, resid: np.ndarray) -> np.ndarray:
-    """||vector[t]|| / ||resid[t]|| per position (steering strength is norm-relative)."""
-    r = np.linalg.norm(resid, axis=-1)
-    return np.linalg.norm(vector, axis=-1) / np.where(r > 0, r, np.nan)
