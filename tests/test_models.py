@@ -293,3 +293,15 @@ def test_forward_over_zero_layers(name):
     full = m.forward(toks)
     head_only = m.forward(None, start_at_layer=n, resid=full.resid)
     np.testing.assert_allclose(head_only.logits, full.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_forward_count_counts_new_programs_only():
+    """The public counter the infrastructure page reads: a new shape compiles once, a repeat
+    with the same shape and new values does not."""
+    tiny = models.load("tiny-llama")
+    tiny.forward([[1, 2, 3, 4, 5, 6, 7]])
+    before = models.compiled_forward_count()
+    tiny.forward([[7, 6, 5, 4, 3, 2, 1]])
+    assert models.compiled_forward_count() == before
+    tiny.forward([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]])
+    assert models.compiled_forward_count() == before + 1

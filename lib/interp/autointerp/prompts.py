@@ -38,7 +38,7 @@ _FEW_SHOT = (
            [0, 0, 1, 10, 0, 0, 1, 8, 0]),
     Record(("See", " you", " next", " Tuesday", "!"), [0, 0, 2, 9, 0]),
 )
-_FEW_SHOT_EXPLANATION = "days of the week"
+FEW_SHOT_EXPLANATION = "days of the week"
 
 
 def show_token(tok: str) -> str:
@@ -97,7 +97,7 @@ def explainer_messages(records: Sequence[Record], *, max_act: float | None = Non
     if few_shot:
         m0 = max(r.max_act for r in _FEW_SHOT)
         msgs += [Message("user", ask(_FEW_SHOT, m0)),
-                 Message("assistant", f"{EXPLANATION_PREFIX} {_FEW_SHOT_EXPLANATION}.")]
+                 Message("assistant", f"{EXPLANATION_PREFIX} {FEW_SHOT_EXPLANATION}.")]
     msgs.append(Message("user", ask(records, max_act)))
     return msgs
 
@@ -171,7 +171,7 @@ def simulation_transcript(explanation: str, record: Record, *, scale: int = 9,
     levels = discretise(ex.acts, ex.max_act, scale)
     example = "\n".join(f"{show_token(t)}\t{v}" for t, v in zip(ex.tokens, levels))
     msgs = [Message("system", SIMULATOR_SYSTEM.format(scale=scale)),
-            Message("user", f"Feature: {EXPLANATION_PREFIX} {_FEW_SHOT_EXPLANATION}.\nText: "
+            Message("user", f"Feature: {EXPLANATION_PREFIX} {FEW_SHOT_EXPLANATION}.\nText: "
                             f"{ex.text!r}\nList each token with its activation."),
             Message("assistant", example),
             Message("user", f"Feature: {EXPLANATION_PREFIX} {explanation}.\nText: "
@@ -200,7 +200,7 @@ def simulation_transcript_batch(explanation: str, records: Sequence[Record], *, 
     example = "Text 1:\n" + "\n".join(f"{show_token(t)}\t{v}" for t, v in zip(ex.tokens, levels))
     texts = "\n".join(f"Text {k + 1}: {r.text!r}" for k, r in enumerate(records))
     msgs = [Message("system", SIMULATOR_SYSTEM.format(scale=scale)),
-            Message("user", f"Feature: {EXPLANATION_PREFIX} {_FEW_SHOT_EXPLANATION}.\nText 1: "
+            Message("user", f"Feature: {EXPLANATION_PREFIX} {FEW_SHOT_EXPLANATION}.\nText 1: "
                             f"{ex.text!r}\nList each token of each text with its activation."),
             Message("assistant", example),
             Message("user", f"Feature: {EXPLANATION_PREFIX} {explanation}.\n{texts}\nList each "

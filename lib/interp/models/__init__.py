@@ -51,6 +51,12 @@ def _forward_jit(arch, params, tokens, cfg, hooks, positions, resid, start_at_la
                         unroll=unroll)
 
 
+def compiled_forward_count() -> int:
+    """How many programs the shared jitted forward has compiled so far: a hook that changes
+    only array values must not add one (the infrastructure page checks this)."""
+    return int(_forward_jit._cache_size())
+
+
 @dataclasses.dataclass(eq=False)
 class Model:
     """A loaded model: config, parameters (stacked per layer), tokenizer, sites."""
