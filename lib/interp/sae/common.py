@@ -1,5 +1,5 @@
 """Pieces shared by every architecture: initialisation of the dictionary, the decoder, the
-reconstruction error and the decoder-norm constraint (snippets.md section 1.1)."""
+reconstruction error and the decoder-norm constraint (Bricken et al. 2023; Gated SAE paper, App. D)."""
 
 from __future__ import annotations
 

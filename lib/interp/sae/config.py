@@ -1,7 +1,7 @@
 """`SAEConfig`: every architecture choice and training-recipe switch as one named field.
 
 Each option of the dead-feature menu and of Anthropic's Feb-2024 recipe is its own field, so a
-notebook toggles one item at a time (snippets.md sections 1, 4, 6). The defaults are the GDM
+notebook toggles one item at a time (the reference-SAE, ghost-grads and recipe pages). The defaults are the GDM
 baseline of the Gated-SAE paper (App. D): ReLU SAE with pre-encoder bias, exact unit-norm decoder,
 Adam(beta1=0, beta2=0.999), learning-rate warm-up, no cooldown, L2 divided by d_in.
 

@@ -1,4 +1,4 @@
-"""The baseline ReLU SAE of the post (snippets.md 1.1; Bricken et al. 2023, Gated-SAE App. D):
+"""The baseline ReLU SAE of the post (Bricken et al. 2023, Gated-SAE App. D):
 
     f = ReLU(W_enc (x - b_dec) + b_enc),  x_hat = W_dec f + b_dec,  L = recon + lambda ||f||_1
 """
