@@ -381,3 +381,22 @@ def test_timing_table_lists_pages_status_and_total():
         "ghost_grads  executed      61.0",
         "ito          cached         0.2  executed in 95 s when cached",
         "total                      61.2"]
+
+
+def test_gather_claims_refuses_a_claim_without_source_or_rule(tmp_path):
+    """Every verdict on the Claims page says where its claim comes from and which rule decided
+    it: a record made with the bare writer fails the build, naming the claim."""
+    from types import SimpleNamespace
+
+    from interp.book import site
+
+    good = {"claim_id": "X-1", "claim": "c", "verdict": "inconclusive", "source": "post",
+            "rule": "directional"}
+    bare = {"claim_id": "X-2", "claim": "c", "verdict": "reproduced", "source": "", "rule": ""}
+    path = tmp_path / "page.claims.jsonl"
+    path.write_text(json.dumps(good) + "\n")
+    result = SimpleNamespace(claims=path, notebook=tmp_path / "page.ipynb")
+    assert [r["claim_id"] for r in site.gather_claims([result])] == ["X-1"]
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bare) + "\n")
+    with pytest.raises(site.BuildFailed, match="without a source or a rule: page:X-2"):
+        site.gather_claims([result])

@@ -128,6 +128,11 @@ def gather_claims(results: list[RunResult]) -> list[dict]:
                 rec["notebook"] = r.notebook.stem
                 latest[rec["claim_id"]] = rec
         records.extend(latest.values())
+    unsourced = [f"{r['notebook']}:{r['claim_id']}" for r in records
+                 if not r.get("source") or not r.get("rule")]
+    if unsourced:
+        raise BuildFailed(f"claims without a source or a rule: {', '.join(unsourced)}; record "
+                          f"them with interp.claims.judge / inconclusive / not_tested")
     return records
 
 
