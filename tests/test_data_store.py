@@ -211,7 +211,7 @@ def test_reads_outside_the_store_name_the_range_and_the_size(tmp_path):
             store.read("blocks.0.resid", start, stop)
     assert store.read("blocks.0.resid", 4, 4).shape == (0, T, D)
     whole = store.read("blocks.0.resid")
-    np.testing.assert_array_equal(store.read("blocks.0.resid", 20), whole[20:])
+    np.testing.assert_array_equal(store.read("blocks.0.resid", 20), whole[20:])  # exact: stored
     with pytest.raises(ValueError, match="site 'nope' not in store"):
         store.read("nope")
     with pytest.raises(ValueError, match="buffer_rows must be positive"):

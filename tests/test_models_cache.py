@@ -36,6 +36,7 @@ def test_a_clean_conversion_is_read_back(converted):
     gguf, _ = converted
     meta, params, tok = load(gguf)
     assert meta["never_sample"] == [0] and tok == '{"fake": "tokenizer"}'
+    # exact: the cache stores the converted arrays and reads the same bytes back
     np.testing.assert_array_equal(params["embed"], PARAMS["embed"])
     np.testing.assert_array_equal(params["blocks"]["0"]["w"], PARAMS["blocks"]["0"]["w"])
 

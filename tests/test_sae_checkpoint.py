@@ -68,7 +68,7 @@ def test_a_clean_checkpoint_round_trips(saved):
     loaded, loaded_cfg, _, _ = sae.load_checkpoint(folder)
     assert loaded_cfg == c
     for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b)  # exact: a saved-and-reloaded copy
 
 
 def test_one_flipped_byte_in_w_dec_is_named(saved):
@@ -154,7 +154,7 @@ def test_a_legacy_checkpoint_still_loads_with_a_warning(saved):
     with pytest.warns(UserWarning, match="predates checksums"):
         loaded, loaded_cfg, _, _ = sae.load_checkpoint(folder)
     assert loaded_cfg == c
-    np.testing.assert_array_equal(loaded.params["W_dec"], state.params["W_dec"])
+    np.testing.assert_array_equal(loaded.params["W_dec"], state.params["W_dec"])  # exact: copy
 
 
 def test_a_checkpoint_with_nan_parameters_is_refused_and_the_old_one_kept(saved):

@@ -74,7 +74,7 @@ def test_checkpoint_is_self_describing_and_atomic(tmp_path):
     loaded, loaded_cfg, loaded_hist, sweep = sae.load_checkpoint(tmp_path)
     assert loaded_cfg == c and sweep is None and loaded_hist == hist
     for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b)  # exact: a saved-and-reloaded copy
     (tmp_path / "checkpoint.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt"):
         sae.load_checkpoint(tmp_path)
