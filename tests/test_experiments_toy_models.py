@@ -107,6 +107,16 @@ def test_t2_identical_variants_are_reproduced():
     assert c.effect["margin"] == 0.1 and len(c.effect["parts"]) == 4
 
 
+def test_t2_identical_variants_on_few_features_are_inconclusive_not_certain():
+    """5 features x 2 settings, all recovered by every variant: a bootstrap of the differences
+    would be [0, 0] and call the variants equal; the paired-proportions interval is +-0.21 at
+    90% with 10 features, wider than the margin."""
+    c = run_verdicts(tms_rows({a: [1] * 5 for a in ARCHS}), [])["T-2"]
+    assert c.verdict == stats.INCONCLUSIVE
+    part = c.effect["parts"]["gated - relu"]
+    assert part["ci"][0] < -0.1 and part["ci"][1] > 0.1 and part["p"] == 1.0
+
+
 @pytest.mark.parametrize("worse", ["gated", "topk"])
 def test_t2_a_variant_that_recovers_fewer_features_refutes(worse):
     patterns = {a: [1] * 20 for a in ARCHS}

@@ -39,6 +39,7 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
 
 T_OVER_SEEDS, PAIRED_T, BOOTSTRAP_OVER_ITEMS = "t over seeds", "paired t", "bootstrap over items"
 EXACT_BINOMIAL = "exact binomial over items"
+PAIRED_PROPORTIONS = "Newcombe score interval, paired 0/1 items"
 MIN_N = 3
 POWER = 0.8
 DEFAULT_N_BOOT = 10_000
@@ -82,7 +83,7 @@ def _t_p_value(mean, se, n, null=0.0):
     return np.where(np.asarray(n) >= 2, np.minimum(p, 1.0), 1.0)
 
 
-def _bootstrap_means(samples: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+def _bootstrap_means(samples: np.ndarray, n_boot: int, seed) -> np.ndarray:
     """[..., n_boot] means of resamples (with replacement) of the last axis. The resampling is
     drawn as multinomial counts so that many rows share one matrix product; the same seed gives
     the same resamples."""
@@ -145,6 +146,32 @@ def _binomial_interval(k: int, n: int, level: float) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def _wilson_interval(k: int, n: int, z: float) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _newcombe_interval(counts, level: float) -> tuple[float, float]:
+    """Newcombe's (1998) method-10 interval for p_a - p_b from paired counts (both, only a,
+    only b, neither): the Wilson intervals of the two margins, combined with their correlation."""
+    both, only_a, only_b, neither = counts
+    n = both + only_a + only_b + neither
+    z = float(sps.norm.ppf((1 + level) / 2))
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = _wilson_interval(both + only_a, n, z)
+    l2, u2 = _wilson_interval(both + only_b, n, z)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    cross = both * neither - only_a * only_b  # Newcombe's phi: shrunk toward 0 by n/2 when > 0
+    cross = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
+    phi = 0.0 if margins == 0 else cross / math.sqrt(margins)
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    eps = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    diff = p1 - p2
+    return max(-1.0, diff - delta), min(1.0, diff + eps)
+
+
 def _check_samples(samples, where: str) -> np.ndarray:
     x = np.asarray(samples, np.float64)
     if x.ndim != 1:
@@ -186,8 +213,9 @@ def _jsonable(x: float):
 
 @dataclasses.dataclass(frozen=True)
 class Effect:
-    """A measured effect and its uncertainty. Build it with `from_seeds`, `paired` or
-    `from_items`, not directly.
+    """A measured effect and its uncertainty. Build it with `from_seeds`, `paired`,
+    `from_items`, `difference_of_items`, `from_proportion` or `paired_proportions`, not
+    directly.
 
     `mde` is the minimal detectable effect: the true effect a two-sided test at alpha = 1 - level
     (0.05 by default) detects with power 0.8 at this n. For t effects it is
@@ -205,6 +233,7 @@ class Effect:
     mde: float
     samples: tuple[float, ...] = dataclasses.field(repr=False)
     boot_means: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    pair_counts: tuple[int, int, int, int] | None = dataclasses.field(default=None, repr=False)
 
     # -------------------------------------------------------------- constructors
     @classmethod
@@ -258,6 +287,35 @@ class Effect:
                    BOOTSTRAP_OVER_ITEMS, _mde_normal(se, 1 - level), values, boot)
 
     @classmethod
+    def difference_of_items(cls, a: Sequence[float], b: Sequence[float],
+                            n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                            level: float = 0.95) -> Effect:
+        """mean(a) - mean(b) for two *independent* samples of items (latents of two different
+        SAEs, say), with a bootstrap that resamples each sample on its own. The interval is read
+        at the expanded level of the smaller sample, and n is that size: the rules' min_n then
+        asks for 3 items on each side. For the same items measured twice use `from_items` on the
+        differences (pairing removes the items' own spread)."""
+        xa = _check_samples(a, "Effect.difference_of_items (a)")
+        xb = _check_samples(b, "Effect.difference_of_items (b)")
+        level = _check_level(level)
+        if n_boot < 100:
+            raise ValueError(f"Effect.difference_of_items: n_boot must be >= 100, got {n_boot}")
+        mean = float(xa.mean() - xb.mean())
+        n = int(min(xa.size, xb.size))
+        values = tuple(float(v) for v in xa) + tuple(float(-v) for v in xb)
+        if n < 2:
+            return cls(mean, math.inf, 1, (-math.inf, math.inf), level, BOOTSTRAP_OVER_ITEMS,
+                       math.inf, values)
+        # Two seeds derived from one, so `a` and `b` never share resampling counts.
+        boot = (_bootstrap_means(xa, int(n_boot), [int(seed), 0])
+                - _bootstrap_means(xb, int(n_boot), [int(seed), 1]))
+        boot.setflags(write=False)
+        se = float(boot.std(ddof=1))
+        low, high = _percentile_interval(boot, level, n)
+        return cls(mean, se, n, (float(low), float(high)), level, BOOTSTRAP_OVER_ITEMS,
+                   _mde_normal(se, 1 - level), values, boot)
+
+    @classmethod
     def from_proportion(cls, indicators: Sequence[float], level: float = 0.95) -> Effect:
         """The share of items with a property (a feature recovered or not, a latent rescued or
         not), from 0/1 indicators over items: a Clopper-Pearson interval, which stays honest
@@ -276,6 +334,37 @@ class Effect:
         return cls(mean, se, n, (low, high), level, EXACT_BINOMIAL,
                    _mde_normal(math.sqrt(0.25 / n), 1 - level), tuple(float(v) for v in x))
 
+    @classmethod
+    def paired_proportions(cls, a: Sequence[float], b: Sequence[float],
+                           level: float = 0.95) -> Effect:
+        """share(a) - share(b) for 0/1 indicators of the *same* items under two conditions (a
+        feature recovered by SAE variant A and by variant B): Newcombe's score interval for
+        paired proportions (Newcombe 1998, method 10). A bootstrap of the -1/0/+1 differences
+        collapses to [0, 0] when no item differs, which claims equivalence from 40 items as
+        firmly as from 40 million; this interval stays about +-z^2/(n + z^2) wide there (0.09
+        at n = 40), as a binomial interval on the share of items that differ does. The p-value
+        is McNemar's exact test on the discordant items."""
+        xa = _check_samples(a, "Effect.paired_proportions (a)")
+        xb = _check_samples(b, "Effect.paired_proportions (b)")
+        level = _check_level(level)
+        if xa.shape != xb.shape:
+            raise ValueError(f"Effect.paired_proportions: a has {xa.size} items and b has "
+                             f"{xb.size}; pair the same items in the same order")
+        if not (np.isin(xa, (0.0, 1.0)).all() and np.isin(xb, (0.0, 1.0)).all()):
+            raise ValueError("Effect.paired_proportions: indicators must be 0 or 1")
+        both, only_a = int((xa * xb).sum()), int((xa * (1 - xb)).sum())
+        only_b, neither = int(((1 - xa) * xb).sum()), int(((1 - xa) * (1 - xb)).sum())
+        counts = (both, only_a, only_b, neither)
+        n = int(xa.size)
+        mean = (only_a - only_b) / n
+        diffs = xa - xb
+        se = float(diffs.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+        se_worst = math.sqrt(max(only_a + only_b, 1) / n) / math.sqrt(n)  # mde at >= 1 discordant
+        low, high = _newcombe_interval(counts, level)
+        return cls(float(mean), se, n, (low, high), level, PAIRED_PROPORTIONS,
+                   _mde_normal(se_worst, 1 - level), tuple(float(v) for v in diffs),
+                   pair_counts=counts)
+
     # -------------------------------------------------------------- derived quantities
     @property
     def is_bootstrap(self) -> bool:
@@ -291,6 +380,8 @@ class Effect:
             low, high = _percentile_interval(self.boot_means, level, self.n)
         elif self.method == EXACT_BINOMIAL:
             low, high = _binomial_interval(int(round(self.mean * self.n)), self.n, level)
+        elif self.method == PAIRED_PROPORTIONS:
+            low, high = _newcombe_interval(self.pair_counts, level)
         else:
             low, high = _t_interval(self.mean, self.se, self.n, level)
         return (float(low), float(high))
@@ -317,6 +408,13 @@ def p_value(effect: Effect, null: float = 0.0) -> float:
         if not 0.0 <= null <= 1.0:
             return 0.0
         return float(sps.binomtest(k, effect.n, null).pvalue)
+    if effect.method == PAIRED_PROPORTIONS:
+        if null != 0.0:
+            raise ValueError("p_value of paired proportions tests a difference of 0 only")
+        _, only_a, only_b, _ = effect.pair_counts
+        if only_a + only_b == 0:
+            return 1.0
+        return float(sps.binomtest(only_a, only_a + only_b, 0.5).pvalue)
     return float(_t_p_value(effect.mean, effect.se, effect.n, null))
 
 
