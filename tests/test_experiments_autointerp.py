@@ -211,6 +211,50 @@ def test_a4_two_latents_are_inconclusive_and_no_llm_is_not_tested():
 
 # -- A-5 and the whole page ---------------------------------------------------------------------
 
+def sae(name, l0, lr, scores):
+    n = len(scores)
+    return E.sae_summary(name, {"l0": l0, "loss_recovered": lr},
+                         make_rows({"explanation": scores, "random": np.zeros(n)}))
+
+
+def a5(first, second, l0_tolerance=0.1, lr_margin=0.02):
+    return E.judge_a5(first, second, l0_tolerance=l0_tolerance, lr_margin=lr_margin,
+                      n_boot=N_BOOT, seed=0)
+
+
+def test_a5_null_is_inconclusive_and_a_gap_at_matched_metrics_is_reproduced_either_way():
+    noise = symmetric_noise(40)
+    null = a5(sae("relu", 30, 0.90, 0.4 + noise), sae("topk", 31, 0.905, 0.4 + noise[::-1]))
+    assert null.verdict == "inconclusive" and null.effect["mean"] == pytest.approx(0, abs=1e-12)
+    for shift in (+0.2, -0.2):                       # either sign separates equal-looking SAEs
+        got = a5(sae("relu", 30, 0.90, 0.4 + shift + noise), sae("topk", 30, 0.91, 0.4 + noise))
+        assert got.verdict == "reproduced", shift
+        assert got.numbers["loss_recovered_matched"] is True
+        assert got.effect["mean"] == pytest.approx(shift)
+
+
+def test_a5_needs_a_gap_against_loss_recovered_when_it_differs():
+    noise = symmetric_noise(40)
+    against = a5(sae("relu", 30, 0.80, 0.6 + noise), sae("topk", 30, 0.95, 0.4 + noise))
+    assert against.verdict == "reproduced"           # lower loss recovered, higher scores
+    assert "relu" in against.numbers["effect"].split(" - ")[0]
+    agrees = a5(sae("relu", 30, 0.80, 0.4 + noise), sae("topk", 30, 0.95, 0.6 + noise))
+    assert agrees.verdict == "inconclusive" and "as loss recovered does" in agrees.reason
+    assert agrees.effect["mean"] == pytest.approx(-0.2)
+
+
+def test_a5_unmatched_l0_too_few_latents_and_no_second_sae():
+    noise = symmetric_noise(40)
+    far = a5(sae("relu", 30, 0.9, 0.6 + noise), sae("topk", 45, 0.9, 0.4 + noise))
+    assert far.verdict == "inconclusive" and "L0 not matched" in far.reason
+    few = a5(sae("relu", 30, 0.9, [0.9, 0.8]), sae("topk", 30, 0.9, 0.1 + noise))
+    assert few.verdict == "inconclusive"             # 2 latents on one side: min_n
+    assert a5(None, None).verdict == "not tested"
+    rows = make_rows({"explanation": [np.nan, np.nan, 0.5, 0.6], "random": [0.0, np.nan, 0, 0]})
+    kept = E.sae_summary("relu", {"l0": 30, "loss_recovered": 0.9}, rows)["scores"]
+    np.testing.assert_array_equal(kept, [0.0, 0.5, 0.6])  # filled as 0, or dropped if undefined
+
+
 def test_verdicts_record_every_claim_with_its_source_and_a5_as_not_tested():
     rng = np.random.default_rng(11)
     n = 20
@@ -223,7 +267,7 @@ def test_verdicts_record_every_claim_with_its_source_and_a5_as_not_tested():
                      n_boot=N_BOOT, seed=0, noise_quantile=0.95)
     assert [c.claim_id for c in got] == ["A-1", "A-2", "A-3", "A-4", "A-5"]
     assert [c.source for c in got] == ["post", "exploratory", "exploratory", "post", "post"]
-    assert got[-1].verdict == "not tested" and "matched L0" in got[-1].reason
+    assert got[-1].verdict == "not tested" and "matched L0" in got[-1].reason  # no second SAE
     assert got[0].verdict == "reproduced"
 
 

@@ -138,13 +138,15 @@ def judge(claim_id: str, claim: str, *, source: str, rule: str,
 
 
 def inconclusive(claim_id: str, claim: str, *, source: str, rule: str, reason: str,
-                 numbers: dict[str, Any] | None = None) -> Claim:
+                 numbers: dict[str, Any] | None = None,
+                 effect: stats.Effect | None = None) -> Claim:
     """Record a claim whose measurement ran but left its rule nothing to decide on (no common
-    L0 range, no compression that kept the output, ...): inconclusive, saying why."""
+    L0 range, no compression that kept the output, ...): inconclusive, saying why. An `effect`
+    that was measured but cannot decide (its design condition failed) is shown with it."""
     if not reason:
         raise ValueError(f"claim {claim_id}: say why it is inconclusive")
     return record(claim_id, claim, stats.INCONCLUSIVE, numbers, source=source, rule=rule,
-                  reason=reason)
+                  reason=reason, effect=None if effect is None else effect.to_record())
 
 
 def not_tested(claim_id: str, claim: str, *, source: str, reason: str,

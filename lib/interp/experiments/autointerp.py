@@ -22,7 +22,7 @@ import numpy as np
 from interp import claims
 from interp.autointerp.stats import (fill_constant_predictions, finite_pairs, rank_products,
                                      spearman)
-from interp.stats import Effect
+from interp.stats import NOT_REPRODUCED, Effect, directional
 
 SCORE = "sim_top_and_random"
 SCORE_COLUMNS = ("sim_top_and_random", "sim_top_only", "sim_below_top", "sim_random",
@@ -227,32 +227,116 @@ def judge_a4(rule_rows, llm_rows, llm_label: str, *, quantile: float, n_boot: in
                         threshold=1.0 - quantile, higher_is_reproduced=True, numbers=numbers)
 
 
-A5_REASON = (
-    "needs SAEs that differ at matched L0 and matched loss recovered: at least two SAE families "
-    "(e.g. widths or training recipes), each swept over L1, with loss recovered measured and "
-    "LLM scores over ~100 latents per SAE, then the families' score gap at matched L0 and loss "
-    "recovered (bootstrap over latents). This page has one L1 sweep of one family, along which "
-    "L0 and loss recovered move together, scores only with the lexical pipeline there, and LLM "
-    "scores for one SAE; training a second family exceeds the cpu budget")
+# ------------------------------------------------------------------ scoring one SAE's latents
+def score_sae_latents(encode, read, token_ids, ex_tokens, *, d_sae: int, n_candidates: int,
+                      n_latents: int, excerpt_width: int, n_top: int, n_quantiles: int,
+                      per_quantile: int, top_tokens_k: int, corpus_records,
+                      split_options: Mapping, baseline_kinds=None, seed: int) -> dict:
+    """The rule-based pipeline on a seeded sample of one SAE's latents, chosen as the page
+    chooses the reference SAE's: `n_candidates` latents drawn uniformly, encoded on the contexts
+    `token_ids` [N, T] (activations from `read(lo, hi)`), and the first `n_latents` of a seeded
+    permutation that fire in enough excerpts to be explained and scored. Returns the score rows,
+    the SAE's L0 on those tokens and the share of its latents that never fire there."""
+    from interp import autointerp as A
+
+    cand = A.sample_latents(np.ones(d_sae), min(n_candidates, d_sae), seed=seed)
+    la = A.latent_activations(encode, read, len(token_ids), latents=cand, progress=False)
+    ex_acts, _ = A.excerpts(la.acts, token_ids, excerpt_width)
+    need = split_options["n_explain"] + split_options["n_score_top"]
+    ok = [i for i in np.random.default_rng([seed, 7]).permutation(len(cand))
+          if (ex_acts[:, :, i].max(axis=1) > 0).sum() >= need][:n_latents]
+    exs = [A.select_examples(ex_acts[:, :, i], ex_tokens[:len(ex_acts)], latent=int(cand[i]),
+                             n_top=n_top, n_quantiles=n_quantiles, per_quantile=per_quantile,
+                             n_random=split_options["n_score_random"], seed=seed) for i in ok]
+    extra = {} if baseline_kinds is None else {"baseline_kinds": list(baseline_kinds)}
+    rows = A.score_latents(exs, A.TopTokensExplainer(k=top_tokens_k), A.LexicalSimulator(),
+                           corpus_records=corpus_records, progress=False, **extra,
+                           **split_options)
+    return {"rows": rows, "l0": float(la.l0), "dead": float(np.mean(la.density == 0)),
+            "n_latents": len(ok)}
 
 
-def judge_a5():
-    """A-5 is not measured on this page (the design is on the page and in the reason)."""
-    return claims.not_tested("A-5", A5, source="post", reason=A5_REASON)
+# ------------------------------------------------------------------ A-5: matched L0
+def sae_summary(name: str, metrics: Mapping, rows) -> dict:
+    """One SAE for A-5: its name, L0 and loss recovered (from `lm_sae.evaluate`) and the
+    rule-based scores of its sampled latents (NaN-free)."""
+    scores = filled(rows, "explanation")
+    return {"name": name, "l0": float(metrics["l0"]),
+            "loss_recovered": float(metrics["loss_recovered"]),
+            "scores": scores[np.isfinite(scores)]}
+
+
+A5_NOT_RUN = (
+    "the profile trains no second SAE at the reference's L0 (a5_topk is false): A-5 needs two "
+    "SAEs that differ at matched L0 (two recipes, not two points of one L1 sweep, along which L0 "
+    "and loss recovered move together)")
+
+
+def judge_a5(first: Mapping | None, second: Mapping | None, *, l0_tolerance: float,
+             lr_margin: float, n_boot: int, seed: int):
+    """A-5: do explanation scores separate two SAEs that the cheap metrics cannot?
+
+    Two SAEs of different recipes (`sae_summary` dicts) at matched L0 (relative difference
+    <= `l0_tolerance`, else inconclusive: the design failed). The effect is the score of the SAE
+    with the *lower* loss recovered minus the other's (difference of means over two independent
+    samples of latents, bootstrap over latents):
+    - loss recovered matched (gap <= `lr_margin`): the cheap metrics call the SAEs equal, so a
+      score gap of either sign is signal on top of them: reproduced when the 95% CI excludes 0
+      (a two-sided test, read as directional toward the observed sign);
+    - loss recovered not matched: only a gap *against* it is signal on top (auto-interp prefers
+      the SAE loss recovered ranks lower): reproduced when the CI lies above 0; a gap with
+      loss recovered is what loss recovered predicts, so inconclusive.
+    Never "not reproduced": equal scores at equal cheap metrics do not show that auto-interp
+    could not tell SAEs apart, only that these two may be equally interpretable."""
+    if first is None or second is None:
+        return claims.not_tested("A-5", A5, source="post", reason=A5_NOT_RUN)
+    low, high = sorted([first, second], key=lambda f: (f["loss_recovered"], f["name"]))
+    l0_gap = abs(first["l0"] - second["l0"]) / max(1e-12, (first["l0"] + second["l0"]) / 2)
+    lr_gap = high["loss_recovered"] - low["loss_recovered"]
+    numbers = {"pipeline": "rule-based (top-tokens explanation, lexical simulator)",
+               **{f"{f['name']} {k}": f[k] for f in (first, second)
+                  for k in ("l0", "loss_recovered")},
+               **{f"{f['name']} mean score": float(np.mean(f["scores"])) if len(f["scores"])
+                  else float("nan") for f in (first, second)},
+               "effect": f"score({low['name']}) - score({high['name']}): lower minus higher "
+                         f"loss recovered", "relative_l0_gap": l0_gap, "l0_tolerance": l0_tolerance,
+               "loss_recovered_gap": lr_gap, "lr_margin": lr_margin}
+    if not len(low["scores"]) or not len(high["scores"]):
+        return claims.inconclusive("A-5", A5, source="post", rule="directional", numbers=numbers,
+                                   reason="an SAE has no latent with a defined score")
+    effect = Effect.difference_of_items(low["scores"], high["scores"], n_boot=n_boot, seed=seed)
+    if l0_gap > l0_tolerance:
+        return claims.inconclusive("A-5", A5, source="post", rule="directional", numbers=numbers,
+                                   effect=effect, reason=(
+                                       f"L0 not matched: relative gap {l0_gap:.1%} > "
+                                       f"{l0_tolerance:.0%}"))
+    matched = lr_gap <= lr_margin
+    sign = (1 if effect.mean >= 0 else -1) if matched else 1
+    numbers["loss_recovered_matched"] = matched
+    if directional(effect, expected_sign=sign) == NOT_REPRODUCED:
+        return claims.inconclusive("A-5", A5, source="post", rule="directional",
+                                   numbers=numbers, effect=effect, reason=(
+                                       "the scores rank the two SAEs as loss recovered does, "
+                                       "which is no signal on top of it"))
+    return claims.judge("A-5", A5, source="post", rule="directional", effect=effect,
+                        expected_sign=sign, numbers=numbers)
 
 
 def verdicts(rule_rows, llm_rows, *, llm_label: str, latent_density: Mapping[int, float],
              latent_ctx_freq: Mapping[int, float], sweep_rows=(), n_boot: int, seed: int,
-             noise_quantile: float) -> list:
+             noise_quantile: float, matched_saes=(None, None), l0_tolerance: float = 0.1,
+             lr_margin: float = 0.02) -> list:
     """Claims A-1..A-5 from the rule-based rows, the most capable LLM pipeline's rows (empty
-    when none ran) and the latents' densities and excerpt frequencies."""
+    when none ran), the latents' densities and excerpt frequencies, and for A-5 two SAEs of
+    different recipes at matched L0 (`sae_summary` dicts; (None, None) when none was trained)."""
     return [judge_a1(rule_rows, llm_rows, llm_label, n_boot=n_boot, seed=seed),
             judge_a2(rule_rows, llm_rows, latent_density, latent_ctx_freq, sweep_rows,
                      n_boot=n_boot, seed=seed),
             judge_a3(rule_rows, llm_rows, n_boot=n_boot, seed=seed),
             judge_a4(rule_rows, llm_rows, llm_label, quantile=noise_quantile, n_boot=n_boot,
                      seed=seed),
-            judge_a5()]
+            judge_a5(*matched_saes, l0_tolerance=l0_tolerance, lr_margin=lr_margin,
+                     n_boot=n_boot, seed=seed)]
 
 
 def interval_text(effect: Effect | None) -> str:
