@@ -55,13 +55,9 @@ def bench_one(name: str, batch: int, seq: int, repeats: int) -> dict:
         tokens, hooks=hooks.capture("resid_post", layers=mid)).captures["resid_post"])
 
     # inactive hooks: the same forward with every tag stripped at trace time
-    original = hooks.Tagger.tag
-    hooks.Tagger.tag = lambda self, site, x, layer=None: x
-    try:
-        stripped = jax.jit(lambda p, t: models.core.forward(model.arch, p, t, model.cfg).logits)
+    stripped = jax.jit(lambda p, t: models.core.forward(model.arch, p, t, model.cfg).logits)
+    with hooks.untagged():
         t_stripped = timed(lambda: stripped(model.params, tokens))
-    finally:
-        hooks.Tagger.tag = original
     tagged = jax.jit(lambda p, t: models.core.forward(model.arch, p, t, model.cfg).logits)
     t_tagged = timed(lambda: tagged(model.params, tokens))
 

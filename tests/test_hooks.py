@@ -54,6 +54,30 @@ def test_unknown_site_names_the_valid_ones(llama):
     assert "'resid_prE'" in msg and "resid_pre" in msg and "attn_pattern" in msg
 
 
+def test_site_has_one_spelling_and_round_trips(llama):
+    site = hooks.Site.parse("blocks.1.resid_post")
+    assert site == hooks.Site("resid_post", 1) and str(site) == "blocks.1.resid_post"
+    assert hooks.Site.parse(site) is site
+    assert str(hooks.Site.parse("embed")) == "embed" and hooks.Site.parse("embed").layer is None
+    name, layer = hooks.resolve_site(llama, "blocks.1.attn_out")  # unpacks like a pair
+    assert (name, layer) == ("attn_out", 1)
+    for s in llama.sites.names:                                  # every catalogue site
+        spelled = f"blocks.0.{s}" if llama.sites[s].per_layer else s
+        assert str(hooks.resolve_site(llama, spelled)) == spelled
+
+
+@pytest.mark.parametrize("text,message", [
+    ("blocks.1.nonsense", "valid sites"),
+    ("resid_post", "write 'resid_post' as blocks.<layer>.<site>"),
+    ("blocks.0.embed", "write 'embed' as <site> \\(no layer\\)"),
+    ("blocks.99.resid_post", "layer 99 outside 0..3"),
+    ("", "a site is a name"),
+])
+def test_bad_site_names_say_how_to_write_them(llama, text, message):
+    with pytest.raises(UnknownSiteError, match=message):
+        hooks.resolve_site(llama, text)
+
+
 def test_bad_layers_are_rejected(llama):
     with pytest.raises(ValueError, match="outside"):
         llama.forward(tokens(llama), hooks=hooks.add("resid_pre", 1.0, layers=99))
@@ -126,17 +150,22 @@ def test_stop_and_resume(model):
         model.forward(toks, start_at_layer=2)
 
 
-def test_inactive_hooks_leave_the_program_unchanged(llama, monkeypatch):
+def test_inactive_hooks_leave_the_program_unchanged(llama):
     """With no hooks the traced program is exactly the untagged one: zero runtime cost."""
     from interp.models import core
 
-    def jaxpr():
-        return str(jax.make_jaxpr(lambda p, t: core.forward(llama.arch, p, t, llama.cfg).logits)(
-            llama.params, tokens(llama)))
+    def jaxpr(h=None):
+        return str(jax.make_jaxpr(
+            lambda p, t: core.forward(llama.arch, p, t, llama.cfg, h).logits)(
+                llama.params, tokens(llama)))
 
     tagged = jaxpr()
-    monkeypatch.setattr(hooks.Tagger, "tag", lambda self, site, x, layer=None: x)
-    assert jaxpr() == tagged
+    captured = jaxpr(hooks.capture("resid_post", layers=1))
+    with hooks.untagged():
+        assert jaxpr() == tagged
+        with pytest.raises(ValueError, match="inside hooks.untagged"):
+            jaxpr(hooks.capture("resid_post", layers=1))
+    assert captured != tagged and jaxpr(hooks.capture("resid_post", layers=1)) == captured
 
 
 # --------------------------------------------------------------------- writing

@@ -39,8 +39,10 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
-from interp import metrics
+from interp import hooks, metrics
+from interp.hooks import resolve_site
 
 __all__ = ["splice_metrics", "splice_metrics_many", "next_token_losses"]
 
@@ -61,8 +63,6 @@ def next_token_losses(logits, clean_logits, tokens):
 @functools.partial(jax.jit, static_argnames=("model", "site", "layer"))
 def _cache_site(model, params, tokens, site, layer):
     """The residual entering `layer` and the clean value at `site` (one partial forward)."""
-    from interp import hooks
-
     if layer is None:  # the embedding: the whole network runs after it
         # (stop_at_layer=1, not 0: a forward over zero layers fails in interp.models)
         out = model.apply(params, tokens, hooks.capture("embed"), stop_at_layer=1)
@@ -76,8 +76,6 @@ def _cache_site(model, params, tokens, site, layer):
 def _restart_losses(model, params, tokens, resid, variants, site, layer):
     """CE and KL of each variant value [K, B, T, d] at the site, running only the layers from
     the site's on, all K variants in one batch; variant 0 must be the clean value."""
-    from interp import hooks
-
     k, b = variants.shape[:2]
     flat = variants.reshape((k * b,) + variants.shape[2:])
     if layer is None:
@@ -114,8 +112,8 @@ def splice_metrics(model, site: str, encoder_decoder, tokens, *, batch_size: int
                    progress: bool = True) -> dict[str, float]:
     """L0, FVU, MSE, loss recovered, delta CE and KL of `encoder_decoder` at `site` on `tokens`.
 
-    `model`: an `interp.models.Model`; `site`: "blocks.<layer>.<site>" (or "embed"), as in
-    `interp.data.model_sites`; `encoder_decoder`: anything with `encode(x) -> f` and
+    `model`: an `interp.models.Model`; `site`: "blocks.<layer>.<site>" (or "embed"), as
+    `interp.hooks.Site` spells it; `encoder_decoder`: anything with `encode(x) -> f` and
     `decode(f) -> x_hat` on [..., d] arrays; `tokens`: int [N, T] held-out contexts with BOS
     in column 0 (e.g. `interp.data.packed_split("heldout", ...)`). See the module docstring for
     the definitions and the BOS convention.
@@ -130,11 +128,7 @@ def splice_metrics_many(model, site: str, encoder_decoders, tokens, *, batch_siz
     partial forward to the site and the zero-ablated run happen once per batch, and the
     reconstructions are spliced `group` at a time (with the clean run) in one batched call.
     An L1 sweep of 30 SAEs costs about 1.2 model passes per SAE instead of 3."""
-    from tqdm import tqdm
-
-    from interp.data.model_sites import parse_site
-
-    name, layer = parse_site(model, site)
+    name, layer = resolve_site(model, site)
     if name in ("final_norm", "logits"):
         raise ValueError(f"site {site!r}: splicing needs a site before the unembedding")
     tokens = np.asarray(tokens)

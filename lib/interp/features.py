@@ -18,13 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp import hooks
 from interp.autointerp.records import Record, select_examples, token_strings
+from interp.hooks import resolve_site
 
 
 @functools.partial(jax.jit, static_argnames=("model", "name", "layer"))
 def _site_value(model, params, tokens, name, layer):
-    from interp import hooks
-
     out = model.apply(params, tokens, hooks.capture(name, layers=layer), stop_at_layer=layer + 1)
     return out.captures[name][0]
 
@@ -34,9 +34,7 @@ def feature_activations(model, site: str, sae, tokens, features: Sequence[int] |
     """SAE feature activations on held-out contexts `tokens` [N, T] (BOS in column 0):
     [N, T, k] for `features` (all when None). The BOS column is set to 0: the SAE never saw
     BOS activations (their norm is an attention-sink outlier)."""
-    from interp.data.model_sites import parse_site
-
-    name, layer = parse_site(model, site)
+    name, layer = resolve_site(model, site)
     if layer is None:
         raise ValueError(f"feature_activations needs a per-layer site, got {site!r}")
     tokens = np.asarray(tokens, np.int32)

@@ -30,7 +30,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -95,6 +97,55 @@ class Catalogue:
             where = "per layer" if s.per_layer else "once"
             rows.append(f"  {s.name:<{width}}  {s.shape:<22} {where:<9}  {s.doc}")
         return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- site names
+
+_LAYER_SITE = re.compile(r"^blocks\.(\d+)\.(\w+)$")
+
+
+class Site(NamedTuple):
+    """One point of the forward pass, with one spelling: ``str(site)`` is
+    ``"blocks.<layer>.<name>"`` for a per-layer site (``"blocks.6.resid_post"``) and the bare
+    catalogue name for a global one (``"embed"``).
+
+    Activation stores, evaluations, feature reads and the notebooks' parameters address
+    activations this way. A `Hooks` value takes ``(name, layers)`` instead, because one hook may
+    cover many layers at once: ``capture(site.name, layers=site.layer)``."""
+
+    name: str
+    layer: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | Site) -> Site:
+        """The syntax only (`check` or `resolve_site` validate it against a model)."""
+        if isinstance(text, Site):
+            return text
+        if not isinstance(text, str) or not text:
+            raise UnknownSiteError(f"a site is a name such as 'blocks.6.resid_post' or 'embed', "
+                                   f"got {text!r}")
+        m = _LAYER_SITE.match(text)
+        return cls(m.group(2), int(m.group(1))) if m else cls(text, None)
+
+    def __str__(self) -> str:
+        return self.name if self.layer is None else f"blocks.{self.layer}.{self.name}"
+
+    def check(self, catalogue: Catalogue, n_layers: int) -> Site:
+        """This site, if `catalogue` has it in this form and the layer exists; otherwise an
+        `UnknownSiteError` that says how to write it."""
+        info = catalogue[self.name]  # lists the valid names
+        if info.per_layer != (self.layer is not None):
+            form = "blocks.<layer>.<site>" if info.per_layer else "<site> (no layer)"
+            raise UnknownSiteError(f"site {str(self)!r}: write {self.name!r} as {form}")
+        if self.layer is not None and not 0 <= self.layer < n_layers:
+            raise UnknownSiteError(f"site {str(self)!r}: layer {self.layer} outside "
+                                   f"0..{n_layers - 1}")
+        return self
+
+
+def resolve_site(model, site: str | Site) -> Site:
+    """`site` parsed and checked against `model`'s catalogue (``model.sites``) and depth."""
+    return Site.parse(site).check(model.sites, model.cfg.n_layers)
 
 
 # ----------------------------------------------------------------------------- hook spec
@@ -291,12 +342,8 @@ def patch(site: str, source, *, positions=None, layers=None) -> Intervention:
     per-layer site it is stacked ``[n_layers_selected, ...]`` (all layers when `layers` is None),
     for a global site it is the plain value.
     """
-    return Intervention(site, _patch, {"positions": _pos(positions)}, _layers_tuple(layers),
+    return Intervention(site, _replace, {"positions": _pos(positions)}, _layers_tuple(layers),
                         {"value": source})
-
-
-def _patch(x, args, ctx):
-    return _replace(x, args, ctx)
 
 
 def _splice(x, args, ctx, encode, decode, keep_error, edit):
@@ -331,6 +378,24 @@ def apply(site: str, fn: Callable, args=None, *, layers=None, layer_args=None,
 
 # ----------------------------------------------------------------------------- runtime
 
+_untagged = False
+
+
+@contextlib.contextmanager
+def untagged():
+    """Trace forward passes as if the model code had no sites: every ``tag`` is the identity.
+
+    The baseline for measuring what inactive hook points cost (a jitted function traced inside
+    this block keeps its untagged program after the block ends). Hooks passed to a forward
+    traced here raise: they would be silently ignored."""
+    global _untagged
+    previous, _untagged = _untagged, True
+    try:
+        yield
+    finally:
+        _untagged = previous
+
+
 
 class Tagger:
     """Trace-time helper the forward pass calls at each site (one per forward call).
@@ -357,6 +422,10 @@ class Tagger:
         return bool(self.by_site or self.capture_layers)
 
     def tag(self, site: str, x: jax.Array, layer=None) -> jax.Array:
+        if _untagged:
+            if self.active:
+                raise ValueError("hooks were passed to a forward traced inside hooks.untagged()")
+            return x
         if site not in self.by_site and site not in self.capture_layers:
             return x  # the common case: nothing happens, nothing is traced
         info = self.catalogue[site]

@@ -5,35 +5,21 @@ that captures the requested sites through hooks and stops the forward pass after
 layer needed (no unembedding), and names the model by a hash of its weights so the store's
 cache key changes whenever the weights do.
 
-Site names: `"blocks.<layer>.<site>"` for per-layer sites (e.g. `"blocks.6.resid_post"`), or
-the bare catalogue name for global ones (`"embed"`, `"final_norm"`).
+Sites are named as `interp.hooks.Site` spells them: `"blocks.<layer>.<site>"` for per-layer
+sites (e.g. `"blocks.6.resid_post"`), or the bare catalogue name for global ones (`"embed"`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-_LAYER_SITE = re.compile(r"^blocks\.(\d+)\.(\w+)$")
-
-
-def parse_site(model, name: str) -> tuple[str, int | None]:
-    """("resid_post", 6) for "blocks.6.resid_post"; ("embed", None) for "embed"."""
-    from interp.hooks import UnknownSiteError
-
-    m = _LAYER_SITE.match(name)
-    site, layer = (m.group(2), int(m.group(1))) if m else (name, None)
-    info = model.sites[site]  # raises UnknownSiteError listing the valid names
-    if info.per_layer != (layer is not None):
-        form = "blocks.<layer>.<site>" if info.per_layer else "<site> (no layer)"
-        raise UnknownSiteError(f"site {name!r}: write {site!r} as {form}")
-    if layer is not None and not 0 <= layer < model.cfg.n_layers:
-        raise UnknownSiteError(f"site {name!r}: layer {layer} outside 0..{model.cfg.n_layers - 1}")
-    return site, layer
+from interp import hooks
+from interp.data.store import harvest
+from interp.hooks import resolve_site
 
 
 def model_id(model) -> str:
@@ -48,9 +34,7 @@ def activation_fn(model, sites: Sequence[str], *, with_params: bool = False):
     """`tokens[B, T] -> {name: [B, T, d]}` capturing `sites` in one forward pass, or
     `(params, tokens) -> ...` with `with_params` (what `harvest_model` uses, so the weights
     are jit arguments rather than constants folded into the compiled program)."""
-    from interp import hooks
-
-    parsed = {name: parse_site(model, name) for name in sites}
+    parsed = {name: resolve_site(model, name) for name in sites}
     per_site: dict[str, list[int]] = {}
     for site, layer in parsed.values():
         if layer is not None:
@@ -79,7 +63,5 @@ def activation_fn(model, sites: Sequence[str], *, with_params: bool = False):
 
 def harvest_model(model, tokens, sites: Sequence[str], *, corpus_revision: str, **kw):
     """Harvest `sites` of a loaded `interp.models.Model` into a (cached) activation store."""
-    from interp.data.store import harvest
-
     return harvest(activation_fn(model, sites, with_params=True), tokens, model=model_id(model),
                    corpus_revision=corpus_revision, params=model.params, **kw)

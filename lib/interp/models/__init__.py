@@ -21,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from interp.hooks import Catalogue, Hooks
-from interp.models import gemma3, gguf_io, llama, sampling
+from interp.models import core, gemma3, gguf_io, llama, sampling
+from interp.models.architecture import Architecture
 from interp.models.core import Config, Output, init_cache
 from interp.models.gguf_io import ModelFileError
 from interp.models.tokenizer import TextTokenizer, byte_tokenizer
@@ -36,7 +36,7 @@ from interp.models.tokenizer import TextTokenizer, byte_tokenizer
 __all__ = ["load", "load_gguf", "Model", "Config", "Output", "ModelFileError", "NAMES",
            "init_cache"]
 
-ARCHS: dict[str, ModuleType] = {"llama": llama, "gemma3": gemma3}
+ARCHS: dict[str, Architecture] = {"llama": llama, "gemma3": gemma3}
 NAMES = ("smollm2-135m", "gemma3-270m", "tiny-llama", "tiny-gemma3")
 
 
@@ -44,8 +44,6 @@ NAMES = ("smollm2-135m", "gemma3-270m", "tiny-llama", "tiny-gemma3")
                                              "unroll"))
 def _forward_jit(arch, params, tokens, cfg, hooks, positions, resid, start_at_layer,
                  stop_at_layer, unroll):
-    from interp.models import core
-
     return core.forward(arch, params, tokens, cfg, hooks, positions=positions,
                         start_at_layer=start_at_layer, stop_at_layer=stop_at_layer, resid=resid,
                         unroll=unroll)
@@ -68,7 +66,7 @@ class Model:
     never_sample: tuple[int, ...] = ()
 
     @property
-    def arch(self) -> ModuleType:
+    def arch(self) -> Architecture:
         return ARCHS[self.cfg.arch]
 
     @property
@@ -83,8 +81,6 @@ class Model:
             tokens = jnp.asarray(tokens, jnp.int32)
         if hooks is not None and not isinstance(hooks, Hooks):
             hooks = Hooks.of(hooks)
-        if hooks is not None:
-            hooks.validate(self.sites, self.cfg.n_layers)  # clear errors before tracing
         return _forward_jit(self.arch, params, tokens, self.cfg, hooks, positions, resid,
                             start_at_layer, stop_at_layer, unroll)
 
@@ -199,7 +195,7 @@ def _gguf_arch(path) -> str:
     return head[j + 8:j + 8 + n].decode()
 
 
-def tiny(arch: ModuleType, seed: int = 0) -> Model:
+def tiny(arch: Architecture, seed: int = 0) -> Model:
     """A tiny randomly initialised twin of an architecture (same code path, byte tokenizer)."""
     cfg = arch.TINY
     params = jax.tree.map(jnp.asarray, arch.init_params(cfg, seed))

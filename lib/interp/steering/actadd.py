@@ -19,8 +19,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from interp import hooks
+from interp.hooks import Site, resolve_site
+from interp.models import sampling as sampling_mod
 
 # ActAdd's sampling settings (the paper's appendix / the LessWrong post): seed 0, T = 1,
 # top-p 0.3, frequency penalty 1.
@@ -84,20 +87,19 @@ def prompt_pair(model, plus: str, minus: str, pad: str = " ") -> PromptPair:
     return PromptPair(plus, minus, tuple(a + [pad] * pa), tuple(b + [pad] * pb), pa, pb)
 
 
-def parse_site(model, site: str) -> tuple[str, int]:
-    """("resid_post", 6) for "blocks.6.resid_post"; steering needs a per-layer residual site."""
-    from interp.data.model_sites import parse_site as _parse
-
-    name, layer = _parse(model, site)
-    if name not in ("resid_pre", "resid_mid", "resid_post") or layer is None:
+def residual_site(model, site: str | Site) -> Site:
+    """Site("resid_post", 6) for "blocks.6.resid_post": steering needs a per-layer residual
+    stream site."""
+    parsed = resolve_site(model, site)
+    if parsed.name not in ("resid_pre", "resid_mid", "resid_post") or parsed.layer is None:
         raise ValueError(f"steering site {site!r} must be a residual stream site "
                          "blocks.<layer>.resid_pre|resid_mid|resid_post")
-    return name, layer
+    return parsed
 
 
 def residuals(model, site: str, ids_batch) -> jax.Array:
     """The value at `site` for each sequence of an equal-length batch: [B, T, d]."""
-    name, layer = parse_site(model, site)
+    name, layer = residual_site(model, site)
     ids = jnp.asarray(ids_batch, jnp.int32)
     out = model.forward(ids, hooks=hooks.capture(name, layers=layer), stop_at_layer=layer + 1)
     return out.captures[name][0]
@@ -139,7 +141,7 @@ def steering_hooks(model, site, deltas) -> hooks.Hooks:
     [L, B, P, d] (one compiled program for a whole layer sweep: zero rows where a sample is
     not steered at that layer)."""
     sites = [site] if isinstance(site, str) else list(site)
-    parsed = [parse_site(model, s) for s in sites]
+    parsed = [residual_site(model, s) for s in sites]
     if len({n for n, _ in parsed}) != 1 or len({layer for _, layer in parsed}) != len(parsed):
         raise ValueError(f"sites {sites} must be one kind of residual site at distinct layers")
     name, layers = parsed[0][0], [layer for _, layer in parsed]
@@ -169,10 +171,6 @@ def generate(model, site, prompt: str | Sequence[int], deltas, *, max_new_tokens
     batch_size.
     The prompt is BOS + tokens when given as text. Returns the new token ids per row.
     """
-    from tqdm import tqdm
-
-    from interp.models import sampling as sampling_mod
-
     ids = encode_prompt(model, prompt) if isinstance(prompt, str) else list(prompt)
     multi = not isinstance(site, str)
     deltas = jnp.asarray(deltas, jnp.float32)

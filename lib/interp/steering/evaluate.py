@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.steering.actadd import parse_site
+from interp import hooks
+from interp.steering.actadd import residual_site
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +104,7 @@ def steered_delta_ce(model, site: str, deltas, tokens, *, batch_size: int = 16) 
     each steering delta [K, P, d] added at positions 0..P-1 of every context: [K] nats/token.
 
     The model runs once up to the site and is restarted after it for every delta (cheap)."""
-    from interp import hooks
-
-    name, layer = parse_site(model, site)
+    name, layer = residual_site(model, site)
     if name == "resid_mid":
         raise ValueError("steered_delta_ce supports resid_pre / resid_post sites")
     start = layer if name == "resid_pre" else layer + 1
