@@ -1,16 +1,16 @@
-"""Architecture registry: name -> module exposing init, encode, pre_activations, forward and
-FEATURE_AXES (one architecture per file, as in SAELens v6)."""
+"""Architecture registry: name -> module satisfying `architecture.SAEArchitecture` (init,
+pre_activations, encode, forward, FEATURE_AXES, SAELENS_NAME; one architecture per file, as in
+SAELens v6)."""
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from . import gated, relu, topk
+from .architecture import SAEArchitecture
 
-ARCHITECTURES: dict[str, ModuleType] = {"relu": relu, "gated": gated, "topk": topk}
+ARCHITECTURES: dict[str, SAEArchitecture] = {"relu": relu, "gated": gated, "topk": topk}
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> SAEArchitecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
