@@ -12,7 +12,7 @@ Steps, all through the library:
 2. `interp.sae.train`: one ReLU SAE (GDM baseline recipe: unit-norm decoder, b_dec subtracted,
    inputs scaled so E||x|| = sqrt(d), Adam beta1 = 0) for `--epochs` passes over the store
    (BOS rows dropped, shuffled).
-3. `interp.lm_sae.evaluate` on held-out text: L0, FVU, MSE at the site and loss recovered,
+3. `interp.lm_sae.splice_metrics` on held-out text: L0, FVU, MSE at the site and loss recovered,
    delta CE, KL by splicing the reconstruction in at every non-BOS position.
 The last line is a JSON object with every number.
 """
@@ -105,7 +105,7 @@ def main() -> None:
 
     # 3. evaluate on held-out text by splicing
     t0 = time.perf_counter()
-    ev = lm_sae.evaluate(acts.model, site, model_sae, acts.heldout)
+    ev = lm_sae.splice_metrics(acts.model, site, model_sae, acts.heldout)
     out.update({"eval_s": round(time.perf_counter() - t0, 1),
                 "heldout": {k: (round(v, 5) if isinstance(v, float) else v)
                             for k, v in ev.items()},

@@ -34,7 +34,7 @@ def test_run_arms_shapes_ordering_and_pruning(acts, tmp_path, monkeypatch):
     # the same run evaluated alone gives the same numbers (the shared evaluation is exact)
     run = lm_sae.train_cached(acts, base.replace(seed=1), {"l1_coeff": [1e-4, 3e-2]},
                               log_every=1, progress=False)
-    alone = lm_sae.evaluate(acts.model, acts.site, run.saes()[1], acts.heldout, progress=False)
+    alone = lm_sae.splice_metrics(acts.model, acts.site, run.saes()[1], acts.heldout, progress=False)
     assert alone["delta_ce"] == pytest.approx(b.evals[1][1]["delta_ce"], rel=1e-5, abs=1e-6)
     cmp = arms.compare(res["baseline"], res["baseline"], "fvu")
     assert cmp.mean == pytest.approx(0.0, abs=1e-12) or np.isnan(cmp.mean)

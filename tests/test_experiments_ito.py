@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp import claims, hooks, ito, models
+from interp import claims, hooks, ito, lm_sae, models
 from interp.experiments import ito as ex
 from interp.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTED, REPRODUCED
 
@@ -172,17 +172,20 @@ def test_interleaved_times_one_positive_sample_per_repeat_and_arm():
     assert all(np.all((t > 0) & (t < 10)) for t in times.values())
 
 
-def test_heldout_activations_match_the_model_capture():
+def test_site_activations_match_the_model_capture_and_groups_name_their_context():
     m = models.load("tiny-llama")
     tokens = np.array([[1, 5, 9, 33, 7], [1, 70, 2, 11, 4], [1, 3, 3, 3, 3]], np.int32)
-    x, groups = ex.heldout_activations(m, "blocks.1.resid_post", tokens, batch_size=2)
+    x = lm_sae.site_activations(m, "blocks.1.resid_post", tokens, batch_size=2)
+    groups = ex.context_groups(tokens)
     assert x.shape == (3 * 4, m.cfg.d_model) and x.dtype == np.float32
     assert groups.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     ref = m.forward(jnp.asarray(tokens), hooks.capture("resid_post", layers=1)).captures
     ref = np.asarray(ref["resid_post"]).reshape(-1, *tokens.shape, m.cfg.d_model)[-1]
     np.testing.assert_allclose(x, ref[:, 1:].reshape(-1, m.cfg.d_model), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="tokens"):
-        ex.heldout_activations(m, "blocks.1.resid_post", tokens[0])
+        lm_sae.site_activations(m, "blocks.1.resid_post", tokens[0])
+    with pytest.raises(ValueError, match="tokens"):
+        ex.context_groups(tokens[0])
 
 
 # ------------------------------------------------------------------ claim rules

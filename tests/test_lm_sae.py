@@ -35,7 +35,7 @@ def test_evaluate_keys_and_identity(acts):
         def decode(self, f):
             return f
 
-    r = lm_sae.evaluate(acts.model, acts.site, Identity(), acts.heldout, progress=False)
+    r = lm_sae.splice_metrics(acts.model, acts.site, Identity(), acts.heldout, progress=False)
     assert {"l0", "fvu", "mse", "loss_recovered", "delta_ce", "kl"} <= set(r)
     # clean and spliced runs are rows of one batch: equal up to float32 rounding
     assert r["loss_recovered"] == pytest.approx(1.0, abs=1e-5)

@@ -167,7 +167,7 @@ def test_training_recovers_a_known_dictionary():
     assert history["loss"][-1] < history["loss"][0]
     assert len(history["step"]) == 6 and history["step"][-1] == cfg.steps
     np.testing.assert_allclose(model.decoder_norms, 1.0, rtol=1e-4)  # exact unit norm kept
-    ev = sae.evaluate(model, data.held_out(), max_batches=4)
+    ev = sae.reconstruction_metrics(model, data.held_out(), max_batches=4)
     assert 1.0 < ev["l0"] < 6.0 and ev["fvu"] < 1.0 and ev["shrinkage"] < 1.0
 
 

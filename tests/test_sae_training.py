@@ -148,7 +148,7 @@ def test_trained_sae_is_in_raw_units(tmp_path):
     model = sae.to_sae(state, c)
     x = jnp.asarray(data().held_out().batch(0))
     assert float(state.input_scale) != pytest.approx(1.0, abs=0.05)
-    ev = sae.evaluate(model, [x])
+    ev = sae.reconstruction_metrics(model, [x])
     assert ev["fvu"] < 0.5
     trained_units = sae.SAE(state.params, c)
     np.testing.assert_allclose(model(x), trained_units(x * state.input_scale) /

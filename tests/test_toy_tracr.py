@@ -61,7 +61,7 @@ def test_compiled_outputs_match_rasp_evaluation(name, frac_prevs):
             np.testing.assert_allclose(got.astype(float), np.array(want, float), atol=1e-4)
         else:
             assert got.tolist() == want
-    assert tc.evaluate(prog, None, seqs).accuracy == 1.0
+    assert tc.check_compression(prog, None, seqs).accuracy == 1.0
 
 
 def test_sort_and_hist_are_the_library_programs():
@@ -128,17 +128,17 @@ def test_compression_accuracy_is_measured(frac_prevs):
     assert history["loss"].shape == (400,)
     assert history["loss"][-50:].mean() < 0.5 * history["loss"][:10].mean()
     w0 = tc.init_embedding(frac_prevs, cfg)
-    before, after = tc.evaluate(frac_prevs, w0, seqs), tc.evaluate(frac_prevs, w, seqs)
+    before, after = tc.check_compression(frac_prevs, w0, seqs), tc.check_compression(frac_prevs, w, seqs)
     assert after.output_mse < 0.5 * before.output_mse
     assert 0.0 <= after.accuracy <= 1.0 and after.width == 12
 
     full = tc.CompressionConfig(width=frac_prevs.d_model, steps=200, n_train=1024, seed=0)
-    assert tc.evaluate(frac_prevs, tc.init_embedding(frac_prevs, full), seqs).accuracy == 1.0
+    assert tc.check_compression(frac_prevs, tc.init_embedding(frac_prevs, full), seqs).accuracy == 1.0
     w_full, _ = tc.train_compression(frac_prevs, full, progress=False)
-    assert tc.evaluate(frac_prevs, w_full, seqs).accuracy == 1.0
+    assert tc.check_compression(frac_prevs, w_full, seqs).accuracy == 1.0
 
     w_bad = jax.random.normal(jax.random.PRNGKey(0), (4, frac_prevs.d_model))
-    bad = tc.evaluate(frac_prevs, w_bad, seqs)
+    bad = tc.check_compression(frac_prevs, w_bad, seqs)
     assert bad.accuracy < 0.5
     assert bad.min_fidelity() < 0.9
     assert set(bad.layer_error) == set(tm.site_names(frac_prevs)[1:])

@@ -5,7 +5,7 @@ along the sparsity frontier at matched L0.
 This is the harness behind the ghost-grads and Anthropic-recipe notebooks (GDM Progress
 Update #1, snippets 3 and 5): an arm is a set of `SAEConfig` overrides; each (arm, seed) is one
 vmapped, cached run over the L1 values (`lm_sae.train_cached`), and every SAE of every arm is
-spliced into the model in one shared evaluation (`lm_sae.evaluate_many`).
+spliced into the model in one shared evaluation (`lm_sae.splice_metrics_many`).
 
     arms = [Arm("resample", {"dead_strategy": "resample"}),
             Arm("ghost x dead fraction", {"dead_strategy": "ghost_scaled"})]
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from interp import frontier, stats
+from interp import frontier, lm_sae, sae, stats
 
 POSTPROCESS = ("prune_small_decoder_norms",)
 
@@ -52,7 +52,7 @@ class ArmResult:
     arm: Arm
     l1_values: list[float]
     seeds: list[int]
-    evals: list[list[dict]]          # [seed][l1] -> metrics of lm_sae.evaluate
+    evals: list[list[dict]]          # [seed][l1] -> metrics of lm_sae.splice_metrics
     histories: list[dict]            # [seed] -> train_sweep history (entries are per-run lists)
     seconds: list[float]             # [seed] -> training wall time of the vmapped sweep
     n_latents: list[list[int]]       # [seed][l1] -> latents kept (after postprocess)
@@ -81,8 +81,6 @@ class ArmResult:
 
 
 def _postprocess(model, arm: Arm):
-    from interp import sae
-
     if arm.postprocess == "prune_small_decoder_norms":
         keep = int(np.sum(np.asarray(model.decoder_norms) >= 0.99))
         if keep == 0:
@@ -97,8 +95,6 @@ def run_arms(acts, base_config, arms: Sequence[Arm], l1_values: Sequence[float],
              log_every: int | None = None) -> dict[str, ArmResult]:
     """Train every arm over `l1_values` x `seeds` (one cached vmapped sweep per arm and seed)
     and evaluate all the SAEs on `eval_tokens` in one shared splice evaluation."""
-    from interp import lm_sae
-
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique, got {names}")
@@ -116,7 +112,8 @@ def run_arms(acts, base_config, arms: Sequence[Arm], l1_values: Sequence[float],
             runs[arm.name, seed] = (run, len(models),
                                     [int(m.params["W_dec"].shape[0]) for m in saes])
             models.extend(saes)
-    evals = lm_sae.evaluate_many(acts.model, acts.site, models, eval_tokens, progress=progress)
+    evals = lm_sae.splice_metrics_many(acts.model, acts.site, models, eval_tokens,
+                                       progress=progress)
     out = {}
     n = len(l1_values)
     for arm in arms:

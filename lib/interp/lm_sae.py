@@ -1,12 +1,12 @@
 """One shared harvest and one evaluation for every LM notebook (ghost grads, recipe, ITO,
 steering, auto-interp): they all call `activations(...)` with the same arguments and so reuse
-one cached activation store, and report the same metrics through `evaluate(...)`.
+one cached activation store, and report the same metrics through `splice_metrics(...)`.
 
     from interp import lm_sae, sae
     acts = lm_sae.activations("smollm2-135m", "blocks.6.resid_post", n_tokens=1_000_000)
     batches = acts.store.batches(acts.site, 4096, seed=0)        # float32, BOS dropped
     ...train an SAE...
-    lm_sae.evaluate(acts.model, acts.site, model_sae, acts.heldout)
+    lm_sae.splice_metrics(acts.model, acts.site, model_sae, acts.heldout)
     # {'l0', 'fvu', 'mse', 'loss_recovered', 'delta_ce', 'kl', 'ce_clean', 'ce_zero', ...}
 
 This module only composes `interp.models`, `interp.data` (corpus, packing, store) and
@@ -16,8 +16,23 @@ This module only composes `interp.models`, `interp.data` (corpus, packing, store
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
+import time
+from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from interp import cache, evaluation, models, sae
+from interp.data import corpus as corpus_mod
+from interp.data import model_sites, packing
+from interp.data.model_sites import activation_fn
+from interp.data.store import ActivationStore
+from interp.hooks import resolve_site
+from interp.sae.checkpoint import CHECKPOINT_FILE
+from interp.sae.training import sweep_configs
 
 DEFAULT_MODEL = "smollm2-135m"
 # The residual stream entering layer 7 of 30 (= leaving layer 6): early-middle, cheap to
@@ -31,9 +46,9 @@ DEFAULT_CONTEXT = 128
 class Activations:
     """A harvested training store plus held-out token contexts for evaluation."""
 
-    model: object            # interp.models.Model
-    site: str                # "blocks.<layer>.<site>" as in interp.data.model_sites
-    store: object            # interp.data.ActivationStore (train split)
+    model: models.Model
+    site: str                # "blocks.<layer>.<site>", as interp.hooks.Site spells it
+    store: ActivationStore   # the train split
     heldout: np.ndarray      # int32 [n_heldout_contexts, context_len], BOS in column 0
 
     @property
@@ -41,9 +56,7 @@ class Activations:
         return self.store.spec.sites[self.site]
 
 
-def _model(model):
-    from interp import models
-
+def _model(model: str | models.Model) -> models.Model:
     return models.load(model, progress=False) if isinstance(model, str) else model
 
 
@@ -61,15 +74,12 @@ def activations(model=DEFAULT_MODEL, site: str = DEFAULT_SITE, *, n_tokens: int 
     each shard harvested in this call (progress, timing). `verify=True` re-hashes every shard of
     an existing store and harvests the bad ones again (the repair a CorruptShardError advises).
     """
-    from interp.data import corpus as corpus_mod
-    from interp.data import model_sites, packing
-
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be positive, got {n_tokens}")
     if split == "heldout":
         raise ValueError("split='heldout' is reserved for evaluation; harvest 'train' or 'ood'")
     m = _model(model)
-    model_sites.parse_site(m, site)  # clear error for an unknown site before any work
+    resolve_site(m, site)  # clear error for an unknown site before any work
     corpus = corpus_mod.load()
     n_contexts = -(-n_tokens // (context_len - 1))
     tokens = packing.packed_split(split, m.tokenizer, context_len, n_contexts, corpus=corpus,
@@ -82,15 +92,13 @@ def activations(model=DEFAULT_MODEL, site: str = DEFAULT_SITE, *, n_tokens: int 
     return Activations(m, site, store, heldout)
 
 
-def evaluate(model, site: str, encoder_decoder, heldout_tokens, *, batch_size: int = 4,
-             progress: bool = True) -> dict[str, float]:
+def splice_metrics(model, site: str, encoder_decoder, heldout_tokens, *, batch_size: int = 4,
+                   progress: bool = True) -> dict[str, float]:
     """L0, FVU, MSE (at the site, BOS excluded) and loss recovered, delta CE, KL (by splicing
     the reconstruction into the model at every non-BOS position) on held-out contexts; see
     `interp.evaluation.splice_metrics` for the definitions."""
-    from interp.evaluation import splice_metrics
-
-    return splice_metrics(_model(model), site, encoder_decoder, heldout_tokens,
-                          batch_size=batch_size, progress=progress)
+    return evaluation.splice_metrics(_model(model), site, encoder_decoder, heldout_tokens,
+                                     batch_size=batch_size, progress=progress)
 
 
 # --------------------------------------------------------------------------- training, cached
@@ -114,16 +122,14 @@ def training_batches(store, site: str, batch_size: int, steps: int, *, seed: int
 class TrainedRun:
     """A (possibly vmapped) training run: stacked state, per-run configs, history, wall time."""
 
-    state: object                 # sae.TrainState (stacked over runs when `sweep` was given)
-    configs: tuple                # one SAEConfig per run
+    state: sae.TrainState         # stacked over runs when `sweep` was given
+    configs: tuple[sae.SAEConfig, ...]  # one per run
     history: dict                 # as returned by sae.train / sae.train_sweep
     seconds: float                # training wall time when it was computed (not reloaded)
     from_cache: bool
 
-    def saes(self) -> list:
+    def saes(self) -> list[sae.SAE]:
         """One SAE (raw input units) per run."""
-        from interp import sae
-
         if len(self.configs) == 1 and not _is_stacked(self.state):
             return [sae.to_sae(self.state, self.configs[0])]
         return [sae.to_sae(sae.sweep_member(self.state, i), c) for i, c in enumerate(self.configs)]
@@ -135,15 +141,10 @@ def _is_stacked(state) -> bool:
 
 def _sae_source_hash() -> str:
     """Training code is part of the cache key: a changed SAE library retrains."""
-    import hashlib
-    from pathlib import Path
-
-    import interp.sae
-
-    h = hashlib.sha256()
-    for f in sorted(Path(interp.sae.__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
+    digest = hashlib.sha256()
+    for f in sorted(Path(sae.__file__).parent.glob("*.py")):
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_every: int = 50,
@@ -155,12 +156,6 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
     cache folder; an interrupted run resumes from its last checkpoint instead of restarting.
     The data order is `training_batches(..., seed=config.seed)`.
     """
-    import fcntl
-    import time
-
-    from interp import cache, sae
-    from interp.sae.training import sweep_configs
-
     configs = tuple(sweep_configs(config, sweep)) if sweep else (config,)
     key = cache.content_hash({"store": acts.store.path.name, "site": acts.site,
                               "config": config.to_dict(), "sweep": sweep,
@@ -199,9 +194,6 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
 def _reload_run(folder):
     """(state, history, seconds) of a finished cached run; `CorruptCacheError` naming the
     folder to delete if its checkpoint or `done.json` is missing, damaged or inconsistent."""
-    from interp import cache, sae
-    from interp.sae.checkpoint import CHECKPOINT_FILE
-
     checkpoint = folder / CHECKPOINT_FILE
     if not checkpoint.exists():
         raise cache.CorruptCacheError(checkpoint, "missing although done.json marks the run "
@@ -221,12 +213,10 @@ def _reload_run(folder):
 
 def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float = 4e-3,
                      lr: float = 1e-3, batch_size: int = 1024, epochs: float = 2.0,
-                     seed: int = 0, **changes):
+                     seed: int = 0, **changes) -> sae.SAEConfig:
     """The project's reference ReLU SAE recipe on `acts` (GDM baseline: Adam beta1 = 0, unit
     decoder norms, inputs scaled to E||x|| = sqrt(d), linear LR warm-up over 5% of training).
     `epochs` passes over the store fix the step count; `changes` override any SAEConfig field."""
-    from interp import sae
-
     steps = max(1, int(epochs * (acts.store.num_rows() // batch_size)))
     base = dict(d_in=acts.d_in, d_sae=expansion * acts.d_in, architecture="relu",
                 l1_coeff=l1_coeff, lr=lr, batch_size=batch_size, steps=steps,
@@ -236,31 +226,26 @@ def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float =
     return sae.SAEConfig(**base)
 
 
-def reference_sae(acts: Activations, *, progress: bool = True, **recipe):
+def reference_sae(acts: Activations, *, progress: bool = True,
+                  **recipe) -> tuple[sae.SAE, TrainedRun]:
     """The reference SAE (see `reference_config`), trained once and shared by every notebook
     that asks with the same arguments (steering, auto-interp, ITO). Returns (SAE, TrainedRun)."""
     run = train_cached(acts, reference_config(acts, **recipe), progress=progress)
     return run.saes()[0], run
 
 
-def evaluate_many(model, site: str, encoder_decoders, heldout_tokens, *, batch_size: int = 4,
-                  progress: bool = True) -> list[dict[str, float]]:
-    """`evaluate` for many SAEs on the same held-out contexts, sharing the clean and zero runs
-    (`interp.evaluation.splice_metrics_many`)."""
-    from interp.evaluation import splice_metrics_many
-
-    return splice_metrics_many(_model(model), site, encoder_decoders, heldout_tokens,
-                               batch_size=batch_size, progress=progress)
+def splice_metrics_many(model, site: str, encoder_decoders, heldout_tokens, *,
+                        batch_size: int = 4, progress: bool = True) -> list[dict[str, float]]:
+    """`splice_metrics` for many SAEs on the same held-out contexts, sharing the clean and
+    zero runs (`interp.evaluation.splice_metrics_many`)."""
+    return evaluation.splice_metrics_many(_model(model), site, encoder_decoders,
+                                          heldout_tokens, batch_size=batch_size,
+                                          progress=progress)
 
 
 def site_activations(model, site: str, tokens, *, batch_size: int = 8) -> np.ndarray:
     """float32 [N * (T - 1), d] activations of `site` on contexts `tokens` [N, T] (BOS in column
     0, its row dropped as in the store and the splice evaluation)."""
-    import jax
-    import jax.numpy as jnp
-
-    from interp.data.model_sites import activation_fn
-
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[1] < 2 or len(tokens) == 0:
         raise ValueError(f"tokens must be a non-empty [contexts, T>=2] array; got {tokens.shape}")

@@ -10,6 +10,8 @@ Transcripts are cached by default, so re-executing a notebook replays the record
 
 from __future__ import annotations
 
+from interp.autointerp.local import LocalBackend
+from interp.autointerp.openai_http import OpenAICompatible
 from interp.autointerp.transcripts import CachedBackend
 
 KINDS = ("local", "openai")
@@ -23,15 +25,11 @@ def make_backend(kind: str = "local", *, model: str | None = None, base_url: str
     if kind not in KINDS:
         raise ValueError(f"unknown backend kind {kind!r}; choose one of {KINDS}")
     if kind == "local":
-        from interp.autointerp.local import LocalBackend
-
         if offline and cache:  # replay only: do not even load the model
             backend = _Unloaded(model or DEFAULT_LOCAL_MODEL)
         else:
             backend = LocalBackend(model or DEFAULT_LOCAL_MODEL)
     else:
-        from interp.autointerp.openai_http import OpenAICompatible
-
         if not base_url or not model:
             raise ValueError("the openai backend needs base_url= (e.g. http://127.0.0.1:8000/v1) "
                              "and model=")

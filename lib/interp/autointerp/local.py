@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from interp import models
 from interp.autointerp.backend import Completion, Message, Sampling, TokenLogprob, as_messages
 
 BUCKET = 64
@@ -37,8 +38,6 @@ class LocalBackend:
 
     def __init__(self, model):
         if isinstance(model, str):
-            from interp import models
-
             model = models.load(model)
         self.lm = model
         self.model = model.name

@@ -204,6 +204,7 @@ def main(argv=None) -> None:
     ap.add_argument("--api-key-env", default=None,
                     help="demand the key held in this environment variable")
     args = ap.parse_args(argv)
+    # Imported after parsing, so that `--help` and bad arguments answer without loading JAX.
     import os
 
     from interp.autointerp.local import LocalBackend

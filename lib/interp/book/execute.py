@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import interp
 from interp.book import params as P
 from interp.book.project import Project
 from interp.book.provenance import redact
@@ -49,8 +50,6 @@ class RunResult:
 
 def library_hash() -> str:
     """Hash of the `interp` package source, so library changes make pages stale."""
-    import interp
-
     pkg = Path(interp.__file__).parent
     h = hashlib.sha256()
     for path in sorted(pkg.rglob("*.py")):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.cache import atomic_write_bytes, bytes_sha256, cache_dir, content_hash
+from interp.data import corpus as corpus_mod
 
 PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. It's 1865; Ahab's ship, the Pequod, "
               "sails on\n\n\u201cCall me Ishmael,\u201d he said \u2014 100% sure!")
@@ -114,8 +115,6 @@ def packed_split(split: str, tokenizer, context_length: int, n_contexts: int, *,
                  corpus=None, bos_id: int | None = None, progress: bool = True) -> np.ndarray:
     """`n_contexts` packed rows of a corpus split, cached by (corpus revision, tokenizer,
     context length, count) so notebooks asking for the same tokens tokenise once."""
-    from interp.data import corpus as corpus_mod
-
     corpus = corpus_mod.load() if corpus is None else corpus
     key = content_hash("packed", corpus.revision, split, tokenizer_fingerprint(tokenizer, bos_id),
                        context_length, n_contexts)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from interp import autointerp as A
 from interp import claims
 from interp.autointerp.stats import (fill_constant_predictions, finite_pairs, rank_products,
                                      spearman)
@@ -237,8 +238,6 @@ def score_sae_latents(encode, read, token_ids, ex_tokens, *, d_sae: int, n_candi
     `token_ids` [N, T] (activations from `read(lo, hi)`), and the first `n_latents` of a seeded
     permutation that fire in enough excerpts to be explained and scored. Returns the score rows,
     the SAE's L0 on those tokens and the share of its latents that never fire there."""
-    from interp import autointerp as A
-
     cand = A.sample_latents(np.ones(d_sae), min(n_candidates, d_sae), seed=seed)
     la = A.latent_activations(encode, read, len(token_ids), latents=cand, progress=False)
     ex_acts, _ = A.excerpts(la.acts, token_ids, excerpt_width)
@@ -258,7 +257,7 @@ def score_sae_latents(encode, read, token_ids, ex_tokens, *, d_sae: int, n_candi
 
 # ------------------------------------------------------------------ A-5: matched L0
 def sae_summary(name: str, metrics: Mapping, rows) -> dict:
-    """One SAE for A-5: its name, L0 and loss recovered (from `lm_sae.evaluate`) and the
+    """One SAE for A-5: its name, L0 and loss recovered (from `lm_sae.splice_metrics`) and the
     rule-based scores of its sampled latents (NaN-free)."""
     scores = filled(rows, "explanation")
     return {"name": name, "l0": float(metrics["l0"]),

@@ -290,16 +290,13 @@ def interleaved_times(fns: Mapping[str, Callable], *args, repeats: int) -> dict[
     return {name: np.asarray(v) for name, v in out.items()}
 
 
-def heldout_activations(model, site: str, tokens, *, batch_size: int = 8):
-    """Activations of `site` on held-out contexts `tokens` [N, T] (BOS in column 0), BOS rows
-    dropped as in the store and the splice evaluation: (x [N * (T-1), d] float32, group ids
-    [N * (T-1)] = the context each row came from, for bootstrapping over contexts)."""
-    from interp.lm_sae import site_activations
-
+def context_groups(tokens) -> np.ndarray:
+    """For the rows of `lm_sae.heldout_activations` on contexts `tokens` [N, T] (BOS rows
+    dropped): the context each row came from, [N * (T-1)], for bootstrapping over contexts."""
     tokens = np.asarray(tokens)
-    x = site_activations(model, site, tokens, batch_size=batch_size)
-    groups = np.repeat(np.arange(len(tokens)), tokens.shape[1] - 1)
-    return x, groups
+    if tokens.ndim != 2 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must be [contexts, T>=2], got shape {tokens.shape}")
+    return np.repeat(np.arange(len(tokens)), tokens.shape[1] - 1)
 
 
 # ------------------------------------------------------------------------------ claims

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from interp import claims, stats
+from interp import claims, sae, stats
 
 INPUT_VARIABLES = ("tokens", "indices", "one")
 """Residual groups the compiled model is given, not computes: not intermediate values."""
@@ -234,8 +234,6 @@ def train_sae_sweep(base, data, l1_coeffs: Sequence[float], topk_k: Sequence[int
     """The trained SAEs of one architecture's sweep on `data`: one vmapped run over the L1
     coefficients, or for `topk` one short run per k (k changes shapes, so it cannot be vmapped).
     `base` is the sae.SAEConfig shared by the sweep."""
-    from interp import sae
-
     if base.architecture == "topk":
         models = []
         for k in topk_k:

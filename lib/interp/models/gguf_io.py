@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.cache import CorruptCacheError, atomic_write_bytes, cache_dir, file_sha256
+from interp.models import tokenizer as tk
 
 CONVERTER_VERSION = 2  # bump when the conversion changes: old caches are then ignored
 CACHED_FILES = ("params.safetensors", "tokenizer.json", "meta.json")
@@ -113,8 +114,6 @@ def read_gguf(path: str | Path, *, tensors: bool = True) -> tuple[dict, dict[str
 def load_converted(path: str | Path, arch, sha256: str | None = None, *, progress: bool = True):
     """(meta with config and never-sample ids, params as numpy, tokenizer json str) for a GGUF
     file, converted once and then read back from the checked cache."""
-    from interp.models import tokenizer as tk
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"GGUF file not found: {path}")

@@ -11,7 +11,7 @@ Example (CPU, seconds)::
     model = sae.to_sae(state, cfg)                 # an SAE in raw input units
     x = data.batch(0)
     f = model.encode(x); x_hat = model.decode(f)   # the interface shared by all architectures
-    sae.evaluate(model, data.held_out(), max_batches=8)  # L0, FVU, shrinkage, dead/dense ...
+    sae.reconstruction_metrics(model, data.held_out(), max_batches=8)  # L0, FVU, dead, ...
 
     # an L1 sweep as one vmapped, jitted step:
     states, hist = sae.train_sweep(cfg, data, {"l1_coeff": [1e-3, 3e-3, 1e-2]})
@@ -36,7 +36,7 @@ W_dec [d_sae, d_in]); batches are arrays (batch_size, d_in); every option is a n
 from .checkpoint import (CorruptCheckpointError, export_saelens, import_saelens, load_checkpoint,
                          save_checkpoint)
 from .config import ARCHITECTURES, DEAD_STRATEGIES, SWEEPABLE, SAEConfig
-from .evaluate import evaluate
+from .evaluate import reconstruction_metrics
 from .model import (SAE, decode, encode, fold_input_scale, init_sae, prune_small_decoder_norms,
                     select_features)
 from .sharding import make_mesh
@@ -47,8 +47,9 @@ from .training import (NonFiniteLossError, NonFiniteParamsError, TrainState, res
 __all__ = [
     "ARCHITECTURES", "DEAD_STRATEGIES", "SWEEPABLE", "SAE", "SAEConfig", "CorruptCheckpointError",
     "NonFiniteLossError", "NonFiniteParamsError",
-    "SparseDictionaryData", "TrainState", "decode", "encode", "evaluate", "export_saelens",
+    "SparseDictionaryData", "TrainState", "decode", "encode", "export_saelens",
     "fold_input_scale", "import_saelens", "init_sae", "load_checkpoint", "make_mesh",
-    "prune_small_decoder_norms", "resume", "save_checkpoint", "select_features",
+    "prune_small_decoder_norms", "reconstruction_metrics", "resume", "save_checkpoint",
+    "select_features",
     "sweep_member", "to_sae", "train", "train_step", "train_sweep",
 ]

@@ -30,7 +30,7 @@ def _batch_sums(sae: SAE, x):
     }
 
 
-def evaluate(sae: SAE, batches: Iterable, max_batches: int | None = None,
+def reconstruction_metrics(sae: SAE, batches: Iterable, max_batches: int | None = None,
              dense_threshold: float = 0.1) -> dict:
     """L0, MSE, normalised MSE, FVU, explained variance, shrinkage, dead and dense fractions
     and the per-latent density over all tokens of `batches` (raw activations)."""

@@ -29,8 +29,8 @@ import optax
 from interp.toy import tracr_models as tm
 
 __all__ = ["CompressionConfig", "train_compression", "init_embedding", "CompressionReport",
-           "evaluate", "identity_embedding", "ground_truth_directions", "active_directions",
-           "residual_dataset"]
+           "check_compression", "identity_embedding", "ground_truth_directions",
+           "active_directions", "residual_dataset"]
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _decode_group(values: np.ndarray, ref: np.ndarray, grid: np.ndarray | None):
     return _nearest(values[..., 0], grid), ref[..., 0]
 
 
-def evaluate(prog: tm.CompiledProgram, w_emb: jax.Array | None, sequences: list[list]
+def check_compression(prog: tm.CompiledProgram, w_emb: jax.Array | None, sequences: list[list]
              ) -> CompressionReport:
     """Program accuracy and algorithm preservation of `w_emb` (None = uncompressed)."""
     ids = tm.encode(prog, sequences)
