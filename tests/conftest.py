@@ -15,3 +15,19 @@ def tiny_acts():
                                   progress=False)
     except FileNotFoundError:
         pytest.skip("corpus not fetched (python -m interp.data.corpus fetch)")
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """ITO: a known dictionary and known 5-sparse codes (tests/ito_problems.py)."""
+    from ito_problems import synthetic_problem
+
+    return synthetic_problem()
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    """ITO: the small approximately sparse problem (tests/ito_problems.py)."""
+    from ito_problems import SMALL_D, SMALL_X
+
+    return SMALL_D, SMALL_X
