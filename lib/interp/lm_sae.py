@@ -32,7 +32,7 @@ from interp.data.model_sites import activation_fn
 from interp.data.store import ActivationStore
 from interp.hooks import resolve_site
 from interp.sae.checkpoint import CHECKPOINT_FILE
-from interp.sae.training import sweep_configs
+from interp.sae.state import sweep_configs
 
 DEFAULT_MODEL = "smollm2-135m"
 # The residual stream entering layer 7 of 30 (= leaving layer 6): early-middle, cheap to

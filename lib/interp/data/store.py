@@ -26,7 +26,10 @@ Why this shape:
   two notebooks asking for the same activations share one harvest.
 - *Data parallel.* With several devices (or CPU devices forced with
   `XLA_FLAGS=--xla_force_host_platform_device_count=N`) each batch is split across them with a
-  `jax.sharding.NamedSharding` over a 1-D mesh.
+  `jax.sharding.NamedSharding` over a 1-D mesh of this process's devices.
+- *Several processes.* `harvest_part` lets each of n processes write every n-th shard (with its
+  record) into the same folder at once; `complete_harvest` then writes the manifest from the
+  records. A part that died is rerun and skips its shards already on disk (`interp.distributed`).
 
 Reading serves float32 batches through a shuffle buffer, optionally without the BOS position
 (column 0), whose residual norm is tens to hundreds of times that of other tokens and would
@@ -169,7 +172,7 @@ def _compile(activation_fn: Callable, params, sites: Sequence[str], dtype: np.dt
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     cast = _jitted(activation_fn, tuple(sites), np.dtype(dtype).name)
-    devices = jax.devices()
+    devices = jax.local_devices()  # under jax.distributed each process harvests its own shards
     if len(devices) == 1:
         return cast, params, 1, None
     mesh = Mesh(np.array(devices), ("data",))
@@ -375,14 +378,10 @@ def harvest(activation_fn: Callable, tokens: np.ndarray, *, model: str, corpus_r
     existing shard is re-hashed and bad ones are harvested again (the repair path).
     `on_shard(i)` is called after shard i is committed (progress hooks, tests of resumption).
     """
-    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
-    spec = make_spec(activation_fn, tokens, model=model, corpus_revision=corpus_revision,
-                     dtype=dtype, sites=sites, contexts_per_shard=contexts_per_shard,
-                     shard_bytes=shard_bytes, params=params)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    path = Path(path) if path is not None else cache_dir("activations", spec.key())
-    path.mkdir(parents=True, exist_ok=True)
+    tokens, spec, path = _prepare(activation_fn, tokens, model=model,
+                                  corpus_revision=corpus_revision, dtype=dtype, sites=sites,
+                                  batch_size=batch_size, contexts_per_shard=contexts_per_shard,
+                                  shard_bytes=shard_bytes, path=path, params=params)
     # One harvester per store: a second process asking for the same store waits, then reuses it.
     with open(path / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -390,29 +389,134 @@ def harvest(activation_fn: Callable, tokens: np.ndarray, *, model: str, corpus_r
                                verify=verify, progress=progress, on_shard=on_shard)
 
 
+def _prepare(activation_fn, tokens, *, batch_size: int, path, params, **spec_args):
+    """(int32 tokens, spec, the store folder, created)."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+    spec = make_spec(activation_fn, tokens, params=params, **spec_args)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    path = Path(path) if path is not None else cache_dir("activations", spec.key())
+    path.mkdir(parents=True, exist_ok=True)
+    return tokens, spec, path
+
+
+def harvest_part(activation_fn: Callable, tokens: np.ndarray, *, part: int, parts: int,
+                 batch_size: int = 8, path: str | os.PathLike | None = None,
+                 verify: bool = False, progress: bool = True,
+                 on_shard: Callable[[int], None] | None = None, params=None,
+                 **spec_args) -> StoreSpec:
+    """Part `part` of `parts` of a harvest that several processes run at once into one folder:
+    shards part, part + parts, part + 2 * parts, ... with their per-shard records, and no
+    manifest (`complete_harvest` writes it once every part has returned). Shards already on
+    disk (recorded, right size; full checksum with `verify=True`) are skipped, so a process
+    that died is simply started again. Other arguments as `harvest`; returns the spec."""
+    if not (isinstance(parts, int) and isinstance(part, int) and 0 <= part < parts):
+        raise ValueError(f"harvest_part: need 0 <= part < parts, got part={part!r}, "
+                         f"parts={parts!r}")
+    tokens, spec, path = _prepare(activation_fn, tokens, batch_size=batch_size, path=path,
+                                  params=params, **spec_args)
+    # Parts share the store (a shared lock: a plain `harvest` waits for all of them), and one
+    # process per part (an exclusive lock on the part).
+    with open(path / ".lock", "w") as lock, \
+            open(path / f".lock-part-{part}-of-{parts}", "w") as own:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        fcntl.flock(own, fcntl.LOCK_EX)
+        _harvest_locked(activation_fn, params, tokens, spec, path, batch_size=batch_size,
+                        verify=verify, progress=progress, on_shard=on_shard, part=part,
+                        parts=parts)
+    return spec
+
+
+def complete_harvest(spec: StoreSpec, path: str | os.PathLike | None = None, *,
+                     verify: bool = False, processes: int | None = None) -> ActivationStore:
+    """Write the manifest of a store harvested by `harvest_part`s, from the per-shard records
+    (a record is written after its shard's files, so it is the latest word on that shard), and
+    mark it complete. IncompleteStoreError, naming the missing shards and the parts that owe
+    them, if a part has not finished: run that part again, then this."""
+    path = Path(path) if path is not None else cache_dir("activations", spec.key())
+    with open(path / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = _sound_manifest(path, spec) or _new_manifest(spec)
+        for index in range(spec.n_shards):
+            entry = _read_record(path, spec, index)
+            if entry is not None:
+                manifest["shards"][str(index)] = entry
+        for name in check_shards(path, manifest, full=verify):
+            manifest["shards"].pop(str(_shard_index(name)), None)
+        missing = [i for i in range(spec.n_shards) if str(i) not in manifest["shards"]]
+        manifest["complete"] = not missing
+        if processes is not None:
+            manifest["harvest"] = {**manifest.get("harvest", {}), "processes": processes}
+        _write_manifest(path, manifest)
+    if missing:
+        owed = "" if processes is None else " (owed by part(s) " + _ranges(
+            sorted({i % processes for i in missing})) + f" of {processes})"
+        raise IncompleteStoreError(f"{path}: shard(s) {_ranges(missing)} of {spec.n_shards} are "
+                                   f"not on disk{owed}; run the harvest again to finish them")
+    return ActivationStore(path)
+
+
+def _sound_manifest(path: Path, spec: StoreSpec) -> dict | None:
+    """The folder's manifest if it is readable, of `spec` and consistent; None if it is absent
+    or damaged; StoreMismatchError if it belongs to another (well-formed) spec."""
+    if not (path / "manifest.json").exists():
+        return None
+    manifest, _ = _parse_manifest(path)
+    if manifest is None:
+        return None
+    old = manifest.get("spec")
+    if old != _spec_json(spec):
+        if _spec_from_json(old) is not None:
+            raise StoreMismatchError(f"{path} holds a store with a different spec; use another "
+                                     "path or delete it")
+        return None
+    return manifest if _manifest_problem(manifest, spec) is None else None
+
+
+def _part_shards(path: Path, spec: StoreSpec, part: int, parts: int, verify: bool) -> dict:
+    """{index: entry} of this part's shards already on disk: in a sound manifest or their own
+    record, with files of the right size (and checksum with `verify`)."""
+    manifest = _sound_manifest(path, spec)
+    shards = {}
+    for index in range(part, spec.n_shards, parts):
+        entry = _read_record(path, spec, index)
+        if entry is None and manifest is not None:
+            entry = manifest["shards"].get(str(index))
+        if entry is not None:
+            shards[str(index)] = entry
+    for name in check_shards(path, {"shards": shards}, full=verify):
+        shards.pop(str(_shard_index(name)), None)
+    return shards
+
+
 def _harvest_locked(activation_fn, params, tokens, spec: StoreSpec, path: Path, *,
-                    batch_size: int, verify: bool, progress: bool, on_shard) -> ActivationStore:
+                    batch_size: int, verify: bool, progress: bool, on_shard, part: int = 0,
+                    parts: int = 1) -> ActivationStore | None:
     from tqdm import tqdm
 
     dtype = spec.dtype
-    manifest = _manifest_for_harvest(path, spec)
-    bad = check_shards(path, manifest, full=verify)
-    for name in bad:
-        manifest["shards"].pop(str(_shard_index(name)), None)
-    complete = len(manifest["shards"]) == spec.n_shards
-    if bad or complete != manifest["complete"]:
-        manifest["complete"] = complete
-        _write_manifest(path, manifest)
-    if manifest["complete"]:
-        return ActivationStore(path)
+    if parts > 1:  # one of several processes: the manifest is left to complete_harvest
+        manifest = {"shards": _part_shards(path, spec, part, parts, verify)}
+    else:
+        manifest = _manifest_for_harvest(path, spec)
+        bad = check_shards(path, manifest, full=verify)
+        for name in bad:
+            manifest["shards"].pop(str(_shard_index(name)), None)
+        complete = len(manifest["shards"]) == spec.n_shards
+        if bad or complete != manifest["complete"]:
+            manifest["complete"] = complete
+            _write_manifest(path, manifest)
+        if manifest["complete"]:
+            return ActivationStore(path)
     for stale in path.glob("*/.*.partial"):
-        stale.unlink()
+        if _shard_index(stale.name) % parts == part:  # not another part's shard in progress
+            stale.unlink()
 
     owners = [TOKENS, *spec.sites]
     for owner in owners:
         (path / _dir_name(owner)).mkdir(exist_ok=True)
     storage = STORAGE_DTYPES[dtype]
-    todo = [i for i in range(spec.n_shards) if str(i) not in manifest["shards"]]
+    todo = [i for i in range(part, spec.n_shards, parts) if str(i) not in manifest["shards"]]
     if todo:
         import jax
 
@@ -470,10 +574,13 @@ def _harvest_locked(activation_fn, params, tokens, spec: StoreSpec, path: Path, 
                 entry["files"][name] = {"bytes": expected, "sha256": hashers[owner].hexdigest()}
             _write_record(path, spec, index, entry)
             manifest["shards"][str(index)] = entry
-            _write_manifest(path, manifest)
+            if parts == 1:
+                _write_manifest(path, manifest)
             if on_shard is not None:
                 on_shard(index)
         bar.close()
+    if parts > 1:
+        return None
     manifest["complete"] = len(manifest["shards"]) == spec.n_shards
     _write_manifest(path, manifest)
     return ActivationStore(path)
@@ -656,13 +763,16 @@ class ActivationStore:
 
     def batches(self, site: str | Sequence[str], batch_size: int, *, seed: int, epoch: int = 0,
                 drop_bos: bool = True, buffer_rows: int = 1 << 17, drop_remainder: bool = False,
-                verify: bool = True) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
+                verify: bool = True, shards: Sequence[int] | None = None
+                ) -> Iterator[np.ndarray | dict[str, np.ndarray]]:
         """One epoch of shuffled float32 batches [batch_size, d] (a dict for several sites).
 
         Shards are visited in a seeded random order and their rows poured into a buffer of
         about `buffer_rows`; whenever it is full it is shuffled and all but half is emitted.
         Every row is served exactly once per epoch; memory is bounded by the buffer plus a
         shard. Several sites are served with the same permutation (rows stay aligned).
+        `shards` restricts the epoch to those shard indices (one process's part of the store
+        in multi-process training, `interp.distributed`); all of them, in order, is the default.
         """
         sites = [site] if isinstance(site, str) else list(site)
         for s in sites:
@@ -670,6 +780,11 @@ class ActivationStore:
         if batch_size < 1 or buffer_rows < 1:
             raise ValueError(f"batch_size and buffer_rows must be positive, got {batch_size} and "
                              f"{buffer_rows}")
+        order = np.arange(self.spec.n_shards) if shards is None else np.asarray(shards, int)
+        if (order.ndim != 1 or len(set(order.tolist())) != len(order)
+                or not np.all((order >= 0) & (order < self.spec.n_shards))):
+            raise ValueError(f"shards={shards!r}: distinct indices in 0..{self.spec.n_shards - 1} "
+                             "expected")
         rng = np.random.default_rng([seed, epoch])
         pool: dict[str, list[np.ndarray]] = {s: [] for s in sites}
         pooled = 0
@@ -684,7 +799,7 @@ class ActivationStore:
                 yield out[sites[0]] if isinstance(site, str) else out
             return {s: rows[s][end:] for s in sites}
 
-        for index in rng.permutation(self.spec.n_shards):
+        for index in order[rng.permutation(len(order))]:
             for s in sites:
                 block = self._load(s, int(index), verify=verify)
                 if drop_bos:

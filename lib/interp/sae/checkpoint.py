@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
@@ -35,6 +36,7 @@ from ..cache import CorruptCacheError, atomic_write_bytes, bytes_sha256
 from . import registry
 from .config import SAEConfig
 from .model import SAE
+from .state import NonFiniteParamsError, TrainState, init_state, sweep_configs
 
 FORMAT = "interp.sae.checkpoint/2"           # arrays and metadata carry sha256 checksums
 LEGACY_FORMATS = ("interp.sae.checkpoint/1",)  # no checksums: every other check still runs
@@ -65,10 +67,6 @@ def _flatten(state) -> dict[str, np.ndarray]:
 
 
 def _unflatten(arrays: dict[str, np.ndarray]):
-    import jax.numpy as jnp
-
-    from .training import TrainState
-
     fields = {}
     for name in TrainState._fields:
         if name in DICT_FIELDS:
@@ -100,8 +98,6 @@ def save_checkpoint(checkpoint_dir, state, config: SAEConfig, history: dict | No
                     sweep: dict | None = None) -> Path:
     """Write `checkpoint_dir/checkpoint.safetensors` atomically; returns its path. Raises
     `NonFiniteParamsError` (writing nothing) if a parameter or Adam moment is not finite."""
-    from .training import NonFiniteParamsError
-
     folder = Path(checkpoint_dir)
     arrays = _flatten(state)
     bad = nonfinite_arrays(arrays)
@@ -202,8 +198,6 @@ def _parse_metadata(path: Path, metadata: dict[str, str]):
 
 def expected_arrays(config: SAEConfig, sweep: dict | None) -> dict[str, jax.ShapeDtypeStruct]:
     """Name -> shape and dtype of every array a checkpoint of this config (and sweep) holds."""
-    from .training import init_state, sweep_configs
-
     stats = {"input_scale": 1.0, "input_sq_norm": 1.0,
              "mean": np.zeros((config.d_in,), np.float32)}
     state = jax.eval_shape(lambda: init_state(config, stats, config.seed))
@@ -263,8 +257,6 @@ def export_saelens(sae: SAE, folder, *, model_name: str | None = None,
 
 def import_saelens(folder) -> SAE:
     """Load an SAE saved in SAELens' layout (standard, gated or topk architectures)."""
-    import jax.numpy as jnp
-
     folder = Path(folder)
     for name in ("cfg.json", "sae_weights.safetensors"):
         if not (folder / name).exists():

@@ -4,12 +4,20 @@ moments, firing counters) over "feature". XLA inserts the collectives; the step 
 the same one single-device training uses, so results agree to float tolerance.
 
 On CPU, test with XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before jax starts).
+
+Under `jax.distributed` (several processes, one global mesh; see `interp.distributed`) each
+process holds one block of rows of every batch on its devices and passes only those rows
+(`local_rows`, `put_batch`); arrays that span other processes' devices are gathered to every
+process before anything reads them on the host (`host_copy`).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import registry
@@ -74,7 +82,42 @@ def shard_state(state, cfg: SAEConfig, mesh: Mesh):
 
 def constrain_output(step_fn, cfg: SAEConfig, mesh: Mesh):
     """Wrap a step so its output state keeps the input's layout."""
-    def wrapped(state, x, h):
-        new = step_fn(state, x, h)
+    def wrapped(state, x, hyper):
+        new = step_fn(state, x, hyper)
         return jax.lax.with_sharding_constraint(new, state_shardings(new, cfg, mesh))
     return wrapped
+
+
+# --------------------------------------------------------------------------- several processes
+def local_rows(mesh: Mesh, batch_size: int) -> tuple[int, int]:
+    """Rows [lo, hi) of every global batch that this process's devices hold: (0, batch_size)
+    in a one-process run. A mesh from `make_mesh` gives each process one contiguous block."""
+    if batch_size % mesh.shape["data"]:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the "
+                         f"{mesh.shape['data']} data-parallel devices")
+    index = batch_sharding(mesh).addressable_devices_indices_map((batch_size, 1))
+    spans = sorted({idx[0].indices(batch_size)[:2] for idx in index.values()})
+    if any(a[1] != b[0] for a, b in itertools.pairwise(spans)):
+        raise ValueError(f"process {jax.process_index()}'s devices hold rows {spans} of each "
+                         "batch, not one contiguous block; build the mesh with make_mesh "
+                         "(devices in process order)")
+    return spans[0][0], spans[-1][1]
+
+
+def put_batch(x, mesh: Mesh, batch_size: int):
+    """One global batch sharded over "data", from this process's rows of it (all rows in a
+    one-process run)."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, batch_sharding(mesh))
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(x),
+                                                  (batch_size, x.shape[1]))
+
+
+def host_copy(tree):
+    """numpy copies of a pytree's arrays, gathered from other processes' devices where they
+    span them. Under jax.distributed this is a collective: every process calls it in turn."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(jax.device_get(a))
+    return jax.tree_util.tree_map(one, tree)

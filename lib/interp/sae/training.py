@@ -2,7 +2,7 @@
 iterator of activation batches; `train_sweep` vmaps the same step over stacked states so a
 sweep over L1 coefficients (or seeds, or any scalar in `SWEEPABLE`) is one compiled program.
 
-Sweepable scalars travel in a dict `h` of arrays next to the state (not in the static config),
+Sweepable scalars travel in a dict `hyper` of arrays next to the state (not in the static config),
 which is what lets `jax.vmap` map over them.
 """
 
@@ -11,99 +11,31 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from . import common, dead as dead_lib, registry
+from . import checkpoint as ckpt
+from . import common, registry, sharding
+from . import dead as dead_lib
 from .config import SWEEPABLE, SAEConfig
 from .model import SAE, fold_input_scale
-
-METRIC_NAMES = ("loss", "recon_loss", "sparsity_loss", "dead_loss", "mse", "l0", "fvu", "lr")
-
-
-class TrainState(NamedTuple):
-    """Everything that determines the rest of a run (so a checkpoint of it resumes exactly)."""
-
-    params: dict
-    adam_m: dict
-    adam_v: dict
-    adam_count: Any          # int32: Adam steps taken (bias correction)
-    step: Any                # int32: training steps done == batches consumed
-    rng: Any                 # uint32[2]: PRNG key for resampling
-    steps_since_fired: Any   # int32[d_sae]
-    fire_count: Any          # float32[d_sae]: firings in the current logging window
-    window_tokens: Any       # float32: tokens in the current logging window
-    last_resample_step: Any  # int32: step of the last resampling event (LR re-warm-up)
-    input_scale: Any         # float32: c in x_train = c * x (1 unless input_normalisation)
-    input_sq_norm: Any       # float32: E||c x||^2, for mse_normalise_by_input_norm
-    metric_sums: dict        # float32 sums of METRIC_NAMES over the logging window
-    metric_count: Any        # float32: steps in the window
-    first_nonfinite_step: Any  # int32: first step with a non-finite loss, -1 if none
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN/inf; the last good checkpoint (if any) is left untouched.
-    `runs` lists the diverged members of a sweep (empty for a single run)."""
-
-    def __init__(self, message: str, runs: tuple[int, ...] = ()):
-        super().__init__(message)
-        self.runs = tuple(runs)
-
-
-class NonFiniteParamsError(NonFiniteLossError):
-    """Parameters or Adam moments became NaN/inf (even if the last loss was finite); no
-    checkpoint is written from them."""
-
-
-# --------------------------------------------------------------------------- initialisation
-def input_statistics(batches: list, cfg: SAEConfig) -> dict:
-    """Input scale c (E||c x|| = sqrt(d_in) under input_normalisation='sqrt_d'), E||c x||^2 and
-    the mean of c x, estimated on a few batches."""
-    x = np.concatenate([np.asarray(b, np.float32) for b in batches], axis=0)
-    mean_norm = float(np.mean(np.linalg.norm(x, axis=-1)))
-    scale = math.sqrt(cfg.d_in) / mean_norm if cfg.input_normalisation == "sqrt_d" else 1.0
-    x = x * scale
-    return {"input_scale": scale, "input_sq_norm": float(np.mean(np.sum(x**2, -1))),
-            "mean": x.mean(axis=0)}
-
-
-def init_state(cfg: SAEConfig, stats: dict, seed) -> TrainState:
-    """A fresh state; `seed` may be a traced scalar (vmapped over in seed sweeps)."""
-    key = jax.random.PRNGKey(seed)
-    k_init, k_run = jax.random.split(key)
-    params = registry.get(cfg.architecture).init(k_init, cfg)
-    if cfg.b_dec_init == "mean":
-        params["b_dec"] = jnp.asarray(stats["mean"], jnp.float32)
-    # distinct buffers for every leaf (W_enc may alias W_dec.T's input): the step donates them
-    params = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), params)
-    zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return TrainState(
-        params=params, adam_m=zeros(), adam_v=zeros(),
-        adam_count=jnp.int32(0), step=jnp.int32(0), rng=k_run,
-        steps_since_fired=jnp.zeros((cfg.d_sae,), jnp.int32),
-        fire_count=jnp.zeros((cfg.d_sae,), jnp.float32), window_tokens=f32(0.0),
-        last_resample_step=jnp.int32(-(2**30)),
-        input_scale=f32(stats["input_scale"]), input_sq_norm=f32(stats["input_sq_norm"]),
-        metric_sums={k: f32(0.0) for k in METRIC_NAMES}, metric_count=f32(0.0),
-        first_nonfinite_step=jnp.int32(-1),
-    )
-
+from .state import (METRIC_NAMES, NonFiniteLossError, NonFiniteParamsError, TrainState,
+                    init_state, input_statistics, sweep_configs)
 
 # --------------------------------------------------------------------------- schedules
-def learning_rate(step, last_resample_step, h, cfg: SAEConfig):
+def learning_rate(step, last_resample_step, hyper, cfg: SAEConfig):
     """lr x linear warm-up x linear cooldown over the last `lr_decay_fraction` of training x
     cosine re-warm-up from `resample_rewarm_start` after each resampling event (GDM)."""
     step = step.astype(jnp.float32)
-    warm = jnp.minimum(1.0, (step + 1.0) / jnp.maximum(h["lr_warmup_steps"], 1.0))
-    warm = jnp.where(h["lr_warmup_steps"] > 0, warm, 1.0)
-    lr = h["lr"] * warm
+    warm = jnp.minimum(1.0, (step + 1.0) / jnp.maximum(hyper["lr_warmup_steps"], 1.0))
+    warm = jnp.where(hyper["lr_warmup_steps"] > 0, warm, 1.0)
+    lr = hyper["lr"] * warm
     if cfg.lr_decay_fraction > 0:
         decay_start = cfg.steps * (1.0 - cfg.lr_decay_fraction)
         lr = lr * jnp.clip((cfg.steps - step) / (cfg.steps - decay_start), 0.0, 1.0)
@@ -115,13 +47,14 @@ def learning_rate(step, last_resample_step, h, cfg: SAEConfig):
     return lr
 
 
-def l1_scale(step, h):
-    s = jnp.minimum(1.0, (step.astype(jnp.float32) + 1.0) / jnp.maximum(h["l1_warmup_steps"], 1.0))
-    return jnp.where(h["l1_warmup_steps"] > 0, s, 1.0)
+def l1_scale(step, hyper):
+    warmup = jnp.maximum(hyper["l1_warmup_steps"], 1.0)
+    s = jnp.minimum(1.0, (step.astype(jnp.float32) + 1.0) / warmup)
+    return jnp.where(hyper["l1_warmup_steps"] > 0, s, 1.0)
 
 
 # --------------------------------------------------------------------------- loss and step
-def loss_fn(params, x, dead, step, input_sq_norm, h, cfg: SAEConfig):
+def loss_fn(params, x, dead, step, input_sq_norm, hyper, cfg: SAEConfig):
     """Total loss (mean over the batch) and its terms. x is in training units."""
     out = registry.get(cfg.architecture).forward(params, x, cfg)
     recon = common.squared_error(x, out["x_hat"], cfg, input_sq_norm)
@@ -129,13 +62,13 @@ def loss_fn(params, x, dead, step, input_sq_norm, h, cfg: SAEConfig):
     if "aux_recon" in out:  # gated: the gate path reconstructs through a frozen decoder
         recon_loss = recon_loss + jnp.mean(
             common.squared_error(x, out["aux_recon"], cfg, input_sq_norm))
-    sparsity_loss = h["l1_coeff"] * l1_scale(step, h) * jnp.mean(out["sparsity"])
+    sparsity_loss = hyper["l1_coeff"] * l1_scale(step, hyper) * jnp.mean(out["sparsity"])
     if cfg.architecture == "topk":
         sparsity_loss = jnp.zeros_like(recon_loss)
     if cfg.dead_strategy in ("ghost", "ghost_scaled", "ghost_all"):
         dead_loss = dead_lib.ghost_loss(params, x, out["z"], out["x_hat"], recon, dead, cfg)
     elif cfg.dead_strategy == "auxk":
-        dead_loss = h["aux_k_coeff"] * dead_lib.auxk_loss(params, x, out["z"], out["x_hat"],
+        dead_loss = hyper["aux_k_coeff"] * dead_lib.auxk_loss(params, x, out["z"], out["x_hat"],
                                                           dead, cfg)
     else:
         dead_loss = jnp.zeros_like(recon_loss)
@@ -144,9 +77,9 @@ def loss_fn(params, x, dead, step, input_sq_norm, h, cfg: SAEConfig):
                   "dead_loss": dead_loss}
 
 
-def adam_update(params, grads, m, v, count, lr, h, cfg: SAEConfig):
+def adam_update(params, grads, m, v, count, lr, hyper, cfg: SAEConfig):
     """Adam (Kingma & Ba) written out, so resampling can zero the moments of single rows."""
-    b1, b2 = h["adam_beta1"], h["adam_beta2"]
+    b1, b2 = hyper["adam_beta1"], hyper["adam_beta2"]
     t = (count + 1).astype(jnp.float32)
     m = jax.tree_util.tree_map(lambda m_, g: b1 * m_ + (1 - b1) * g, m, grads)
     v = jax.tree_util.tree_map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, v, grads)
@@ -156,21 +89,21 @@ def adam_update(params, grads, m, v, count, lr, h, cfg: SAEConfig):
     return params, m, v, count + 1
 
 
-def train_step(cfg: SAEConfig, state: TrainState, x, h: dict) -> TrainState:
+def train_step(cfg: SAEConfig, state: TrainState, x, hyper: dict) -> TrainState:
     """One optimisation step on a raw batch x of shape (batch, d_in)."""
     x = x.astype(jnp.float32) * state.input_scale
     dead = dead_lib.dead_mask(state.steps_since_fired, state.step, cfg)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, x, dead, state.step, state.input_sq_norm, h, cfg)
+        state.params, x, dead, state.step, state.input_sq_norm, hyper, cfg)
     grads = dict(grads)
     grads["W_dec"] = common.project_decoder_grad(grads["W_dec"], state.params["W_dec"], cfg)
     if cfg.grad_clip_norm is not None:
         norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
         factor = jnp.minimum(1.0, cfg.grad_clip_norm / (norm + 1e-12))
         grads = jax.tree_util.tree_map(lambda g: g * factor, grads)
-    lr = learning_rate(state.step, state.last_resample_step, h, cfg)
+    lr = learning_rate(state.step, state.last_resample_step, hyper, cfg)
     params, m, v, count = adam_update(state.params, grads, state.adam_m, state.adam_v,
-                                      state.adam_count, lr, h, cfg)
+                                      state.adam_count, lr, hyper, cfg)
     params["W_dec"] = common.constrain_decoder(params["W_dec"], cfg)
 
     out = aux["out"]
@@ -246,28 +179,12 @@ def sweep_member(state: TrainState, i: int) -> TrainState:
     return jax.tree_util.tree_map(lambda a: a[i], state)
 
 
-def sweep_configs(config: SAEConfig, sweep: dict[str, Any]) -> list[SAEConfig]:
-    """One validated config per run of a sweep (all lists in `sweep` have equal length)."""
-    if not sweep:
-        raise ValueError("sweep: give at least one field to sweep over")
-    bad = sorted(set(sweep) - set(SWEEPABLE))
-    if bad:
-        raise ValueError(f"sweep: field(s) {bad} cannot be swept in one vmapped step; "
-                         f"sweepable: {', '.join(SWEEPABLE)}")
-    lengths = {len(v) for v in sweep.values()}
-    if len(lengths) != 1:
-        raise ValueError(f"sweep: all value lists must have the same length, got "
-                         f"{ {k: len(v) for k, v in sweep.items()} }")
-    n = lengths.pop()
-    return [config.replace(**{k: v[i] for k, v in sweep.items()}) for i in range(n)]
-
-
 # --------------------------------------------------------------------------- driver
 class _Runner:
     """Compiled functions for a single run (vmapped=False) or a stacked sweep."""
 
     def __init__(self, cfg: SAEConfig, vmapped: bool, mesh=None):
-        step = lambda s, x, h: train_step(cfg, s, x, h)  # noqa: E731
+        step = lambda s, x, hyper: train_step(cfg, s, x, hyper)  # noqa: E731
         resample = lambda s, x: resample_step(cfg, s, x)  # noqa: E731
         summary = lambda s: window_summary(s, cfg)  # noqa: E731
         if vmapped:
@@ -279,8 +196,7 @@ class _Runner:
             reset = reset_window
         self.mesh = mesh
         if mesh is not None:
-            from . import sharding
-            step = sharding.constrain_output(step, cfg, mesh)
+                    step = sharding.constrain_output(step, cfg, mesh)
         self.step = jax.jit(step, donate_argnums=0)
         self.resample = jax.jit(resample)
         self.summary = jax.jit(summary)
@@ -294,7 +210,7 @@ def _cached_runner(cfg: SAEConfig, vmapped: bool, mesh) -> _Runner:
 
 def runner_for(cfg: SAEConfig, vmapped: bool, mesh=None) -> _Runner:
     """Compiled step functions, shared by every config that differs only in sweepable scalars
-    (those reach the step through `h`), so repeated runs do not recompile."""
+    (those reach the step through `hyper`), so repeated runs do not recompile."""
     defaults = {f.name: f.default for f in dataclasses.fields(SAEConfig) if f.name in SWEEPABLE}
     return _cached_runner(cfg.replace(**defaults), vmapped, mesh)
 
@@ -308,18 +224,44 @@ def _iterate(batches, start: int):
     return itertools.islice(iter(batches), start, None)
 
 
-def _check_batch(x, cfg: SAEConfig, step: int):
+def _check_batch(x, cfg: SAEConfig, step: int, rows: int | None = None):
+    """`rows`: this process's rows of a batch under jax.distributed (default: batch_size)."""
+    rows = cfg.batch_size if rows is None else rows
     shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 2 or shape[1] != cfg.d_in or shape[0] != cfg.batch_size:
-        raise ValueError(f"batch at step {step}: expected shape ({cfg.batch_size}, {cfg.d_in}) "
-                         f"(batch_size, d_in), got {shape}")
+    if shape is None or len(shape) != 2 or shape[1] != cfg.d_in or shape[0] != rows:
+        what = ("(batch_size, d_in)" if rows == cfg.batch_size else
+                f"(this process's rows of a batch of {cfg.batch_size}, d_in)")
+        raise ValueError(f"batch at step {step}: expected shape ({rows}, {cfg.d_in}) "
+                         f"{what}, got {shape}")
 
 
-def _run(cfg, runner, state, h, it, history, *, log_every, checkpoint_dir, checkpoint_every,
+def _local_rows(cfg: SAEConfig, mesh) -> int:
+    lo, hi = (0, cfg.batch_size) if mesh is None else sharding.local_rows(mesh, cfg.batch_size)
+    return hi - lo
+
+
+def _one_process_only(what: str):
+    if jax.process_count() > 1:
+        raise ValueError(f"{what} runs in one process, not across the {jax.process_count()} "
+                         "processes of this jax.distributed job; train single SAEs with a mesh")
+
+
+def _save(checkpoint_dir, state, cfg, history, sweep) -> Path:
+    """save_checkpoint; under jax.distributed every process gathers the state (a collective),
+    process 0 alone writes it, and all return once it is on disk."""
+    if jax.process_count() == 1:
+        return ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
+    host = sharding.host_copy(state)
+    path = Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE
+    if jax.process_index() == 0:
+        path = ckpt.save_checkpoint(checkpoint_dir, host, cfg, history, sweep=sweep)
+    multihost_utils.sync_global_devices(f"interp.sae checkpoint step {int(np.max(host.step))}")
+    return path
+
+
+def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, checkpoint_every,
          progress, sweep, desc, stop_after=None):
-    from . import checkpoint as ckpt
-    from . import sharding
-
+    rows = _local_rows(cfg, runner.mesh)
     resample_steps = set(cfg.resample_steps())
     start = int(np.max(np.asarray(state.step)))
     last_good = None
@@ -330,11 +272,11 @@ def _run(cfg, runner, state, h, it, history, *, log_every, checkpoint_dir, check
                 x = next(it)
             except StopIteration:
                 raise ValueError(f"batches ran out after {step} of {cfg.steps} steps") from None
-            _check_batch(x, cfg, step)
+            _check_batch(x, cfg, step, rows)
             x = jnp.asarray(x, jnp.float32)
             if runner.mesh is not None:
-                x = jax.device_put(x, sharding.batch_sharding(runner.mesh))
-            state = runner.step(state, x, h)
+                x = sharding.put_batch(x, runner.mesh, cfg.batch_size)
+            state = runner.step(state, x, hyper)
             done = step + 1
             if done in resample_steps:
                 state = runner.resample(state, x)
@@ -348,11 +290,11 @@ def _run(cfg, runner, state, h, it, history, *, log_every, checkpoint_dir, check
                                 l0=float(np.mean(summary["l0"])))
             if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
                 _raise_if_nonfinite(state, last_good, sweep)
-                last_good = ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
+                last_good = _save(checkpoint_dir, state, cfg, history, sweep)
             bar.update(1)
     _raise_if_nonfinite(state, last_good, sweep)
     if checkpoint_dir is not None:
-        ckpt.save_checkpoint(checkpoint_dir, state, cfg, history, sweep=sweep)
+        _save(checkpoint_dir, state, cfg, history, sweep)
     return state, history
 
 
@@ -398,7 +340,8 @@ def _finite_runs(params, adam_m, adam_v, *, stacked: bool):
     return jnp.all(jnp.stack(flags), axis=0)
 
 
-def _start(cfg: SAEConfig, batches):
+def _start(cfg: SAEConfig, batches, mesh=None):
+    rows = _local_rows(cfg, mesh)
     it = iter(batches)
     first = []
     for _ in range(cfg.norm_estimation_batches):
@@ -406,11 +349,14 @@ def _start(cfg: SAEConfig, batches):
             x = next(it)
         except StopIteration:
             break
-        _check_batch(x, cfg, len(first))
+        _check_batch(x, cfg, len(first), rows)
         first.append(np.asarray(x, np.float32))
     if not first:
         raise ValueError("batches: the iterator yielded no batch")
-    return input_statistics(first, cfg), itertools.chain(first, it)
+    whole = first
+    if rows != cfg.batch_size:  # several processes: statistics of the global batches
+            whole = [sharding.host_copy(sharding.put_batch(x, mesh, cfg.batch_size)) for x in first]
+    return input_statistics(whole, cfg), itertools.chain(first, it)
 
 
 def train(config: SAEConfig, batches: Iterable, *, log_every: int = 100,
@@ -425,13 +371,18 @@ def train(config: SAEConfig, batches: Iterable, *, log_every: int = 100,
     `checkpoint_every` steps and at the end; `resume` continues from it. `mesh` (from
     `sharding.make_mesh`) shards the batch and the latent dimension over devices. `state`
     starts from a given state (e.g. an edited `init_state`) instead of a fresh one.
-    `stop_after` ends the run early at that step (checkpointed; `resume` finishes it)."""
-    stats, it = _start(config, batches)
+    `stop_after` ends the run early at that step (checkpointed; `resume` finishes it).
+
+    Under jax.distributed (`interp.distributed`) `mesh` spans every process's devices and each
+    process's `batches` hold only its rows of each batch (`sharding.local_rows`)."""
+    if mesh is None and jax.process_count() > 1:
+        raise ValueError(f"training across {jax.process_count()} processes needs a mesh over "
+                         "all their devices: pass mesh=sae.make_mesh()")
+    stats, it = _start(config, batches, mesh)
     if state is None:
         state = init_state(config, stats, config.seed)
     if mesh is not None:
-        from . import sharding
-        state = sharding.shard_state(state, config, mesh)
+            state = sharding.shard_state(state, config, mesh)
     return _run(config, runner_for(config, False, mesh), state, config_hyper(config), it, {},
                 log_every=log_every, checkpoint_dir=checkpoint_dir,
                 checkpoint_every=checkpoint_every, progress=progress, sweep=None, desc="SAE",
@@ -455,6 +406,7 @@ def train_sweep(config: SAEConfig, batches: Iterable, sweep: dict[str, list], *,
     the same batches, as one jitted, vmapped step over stacked states. Returns the stacked
     state (`sweep_member(state, i)` for run i) and a history whose entries are lists of
     per-run values."""
+    _one_process_only("train_sweep")
     configs = sweep_configs(config, sweep)
     stats, it = _start(config, batches)
     seeds = jnp.asarray([c.seed for c in configs], jnp.uint32)
@@ -471,21 +423,22 @@ def resume(checkpoint_dir: str | Path, batches: Iterable, *, log_every: int = 10
     """Continue a run from its checkpoint. `batches` must replay the run's data from the start
     (it is advanced past the batches already used, or `seek`-ed if it has a `seek` method).
     `steps` optionally extends the run. Ends with the same parameters as an uninterrupted run."""
-    from . import checkpoint as ckpt
-
     state, config, history, sweep = ckpt.load_checkpoint(checkpoint_dir)
     if steps is not None:
         config = config.replace(steps=steps)
     start = int(np.max(np.asarray(state.step)))
     it = _iterate(batches, start)
     if sweep:
+        _one_process_only("resuming a sweep")
         configs = sweep_configs(config, sweep)
-        runner, h = runner_for(config, True), stacked_hyper(configs)
+        runner, hyper = runner_for(config, True), stacked_hyper(configs)
     else:
-        runner, h = runner_for(config, False, mesh), config_hyper(config)
+        if mesh is None and jax.process_count() > 1:
+            raise ValueError(f"resuming across {jax.process_count()} processes needs a mesh "
+                             "over all their devices: pass mesh=sae.make_mesh()")
+        runner, hyper = runner_for(config, False, mesh), config_hyper(config)
         if mesh is not None:
-            from . import sharding
-            state = sharding.shard_state(state, config, mesh)
-    return _run(config, runner, state, h, it, history, log_every=log_every,
+                    state = sharding.shard_state(state, config, mesh)
+    return _run(config, runner, state, hyper, it, history, log_every=log_every,
                 checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                 progress=progress, sweep=sweep, desc="SAE (resumed)")
