@@ -31,3 +31,31 @@ def small_problem():
     from ito_problems import SMALL_D, SMALL_X
 
     return SMALL_D, SMALL_X
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Steering: the tiny random-init Llama twin (a test file's own `tiny` fixture overrides it)."""
+    from interp import models
+
+    return models.load("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def smol():
+    """Steering: SmolLM2-135M, the steering page's model."""
+    from interp import models
+
+    return models.load("smollm2-135m", progress=False)
+
+
+@pytest.fixture(scope="module")
+def cat_split():
+    """autointerp: a latent firing on " cat" in random text, its examples and split
+    (tests/autointerp_helpers.py)."""
+    from autointerp_helpers import corpus, word_latent
+    from interp import autointerp as A
+
+    toks = corpus(seed=1)
+    ex = A.select_examples(word_latent(toks, " cat"), toks, latent=0, n_top=20, n_random=10)
+    return toks, ex, A.split(ex, n_explain=5, n_score_top=10, n_score_random=10)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from autointerp_helpers import OracleLLM, corpus, word_latent
 from interp import autointerp as A
-from test_autointerp import OracleLLM, corpus, word_latent
 
 
 # -- latent activations -------------------------------------------------------------------------
