@@ -265,6 +265,22 @@ def test_real_book_notebooks_have_all_three_profiles_and_valid_parameters():
             P.resolve(nb, project.params_dir(nb), profile)
 
 
+def test_real_book_notebooks_are_valid_committed_sources():
+    """nbformat 4.5 needs a unique id per cell (papermill and Jupyter Book warn, and will fail,
+    without one), and sources are committed without outputs."""
+    import nbformat
+
+    from interp.book.project import Project
+
+    project = Project(Path(__file__).resolve().parents[1])
+    for path in project.notebooks():
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        ids = [c.get("id") for c in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), (path.name, ids)
+        nbformat.validate(nb)
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
+
+
 def test_provenance_redacts_secret_names_only():
     from interp.book.provenance import redact
 
