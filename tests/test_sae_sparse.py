@@ -13,6 +13,10 @@ pytest.importorskip("numba")
 
 D_IN, D_SAE, BATCH = 64, 512, 256
 
+two_cores = pytest.mark.skipif(sparse.single_core(), reason=(
+    "the sparse step refuses to run on one core (its callbacks can deadlock there)"))
+
+
 
 def close(actual, expected, name):
     """rtol 1e-5 plus atol 1e-6 x max|expected| (the issue's tolerance)."""
@@ -49,6 +53,7 @@ def grads(c, state, x):
 
 
 # --------------------------------------------------------------------------- kernels
+@two_cores
 @pytest.mark.parametrize("mode", sparse.MODES)
 def test_kernels_equal_dense_products_with_sweep_axis(mode, monkeypatch):
     """Each host product, for a stacked sweep (S=3) with one argument shared (leading 1),
@@ -73,6 +78,7 @@ def test_kernels_equal_dense_products_with_sweep_axis(mode, monkeypatch):
 
 
 # --------------------------------------------------------------------------- one step
+@two_cores
 @pytest.mark.parametrize("arch,strategy,step", [
     ("relu", "none", "sparse"), ("relu", "none", "auto"), ("topk", "none", "sparse"),
     ("gated", "none", "sparse"), ("relu", "ghost_scaled", "sparse"), ("topk", "auxk", "auto")])
@@ -99,6 +105,7 @@ def test_sparse_step_gradients_and_adam_moments_equal_dense(arch, strategy, step
 
 
 # --------------------------------------------------------------------------- training runs
+@two_cores
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_200_sparse_steps_track_the_dense_loss_curve(arch):
     dense_cfg = cfg(arch)
@@ -111,6 +118,7 @@ def test_200_sparse_steps_track_the_dense_loss_curve(arch):
     assert 0 < dense_hist["l0"][-1] < 0.2 * D_SAE                # at a sparse L0
 
 
+@two_cores
 def test_vmapped_sweep_is_one_kernel_call_per_product(monkeypatch):
     """Under vmap each product is one host call that receives the whole sweep axis, and the
     sweep equals the dense sweep."""
@@ -142,7 +150,17 @@ def test_default_step_is_dense_and_unknown_step_is_rejected():
         sae.SAEConfig(d_in=4, d_sae=8, step="fast")
 
 
+@two_cores
 def test_kth_largest_kernel_equals_top_k_under_vmap():
     z = jnp.asarray(np.random.default_rng(3).standard_normal((2, 5, 40)), jnp.float32)
     kth = jax.jit(jax.vmap(lambda a: sparse.kth_largest(a, 7)))(z)
     close(kth, jax.lax.top_k(z, 7)[0][..., -1:], "k-th largest")
+
+
+def test_one_core_falls_back_to_dense_for_auto_and_refuses_sparse(monkeypatch):
+    monkeypatch.setattr(sparse, "single_core", lambda: True)
+    assert sparse.use_sparse("auto") is None
+    with pytest.raises(ValueError, match="at least 2 CPU cores"):
+        sparse.use_sparse("sparse")
+    monkeypatch.setattr(sparse, "single_core", lambda: False)
+    assert sparse.use_sparse("auto") == "auto" and sparse.use_sparse("sparse") == "sparse"

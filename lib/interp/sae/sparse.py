@@ -307,13 +307,31 @@ def kth_largest(z, k: int):
     return _callback(host, z.shape[:-1] + (1,), jax.lax.stop_gradient(z))
 
 
+def single_core() -> bool:
+    """Whether this process may run on one CPU core only (its affinity, e.g. `taskset -c 0`)."""
+    try:
+        return len(os.sched_getaffinity(0)) < 2
+    except AttributeError:  # no affinity API (macOS)
+        return (os.cpu_count() or 1) < 2
+
+
 def use_sparse(step: str) -> str | None:
     """The mode of the sparse ops for SAEConfig.step, or None for the dense (XLA) products:
-    "auto" stays dense off CPU (accelerators are fast at dense products)."""
+    "auto" stays dense off CPU (accelerators are fast at dense products) and on a single core.
+
+    On one core the host callbacks can deadlock: the callback waits for its operands' buffers,
+    whose readiness XLA's CPU runtime signals on its worker pool, and with one core that pool's
+    only thread is the one running the callback (seen in a jitted top-k training step at
+    576 x 576, batch 256, under `taskset -c 0`). So "auto" falls back to dense there and
+    "sparse" refuses with this reason instead of hanging."""
     if step == "dense":
         return None
-    if step == "auto" and jax.default_backend() != "cpu":
+    if step == "auto" and (jax.default_backend() != "cpu" or single_core()):
         return None
+    if jax.default_backend() == "cpu" and single_core():
+        raise ValueError("SAEConfig.step='sparse' needs at least 2 CPU cores: on one core its "
+                         "host callbacks can deadlock waiting for XLA's only worker thread; use "
+                         "step='auto' (dense here) or 'dense'")
     _require_numba()
     return step
 
