@@ -31,8 +31,7 @@ DECLARED_ITEMS = {
                "width_check_expansions": {"min": 1}, "stacking_windows": {"min": 1}},
     "ito": {"l1_coeffs": {"gt": 0.0}, "test_ks": {"min": 1}, "ce_ks": {"min": 1},
             "fixed_steps": {"gt": 0.0}, "max_topks": {"min": 1}, "tiny_thresholds": {"gt": 0.0}},
-    "steering": {"sweep_layers": {"min": 0, "max": 29}, "sweep_coeffs": {"min": 0.0},
-                 "coeffs": {"min": 0.0}, "love_coeffs": {"min": 0.0}},
+    "steering": {"candidate_layers": {"min": 0, "max": 29}, "coeffs": {"gt": 0.0}},
     "toy_models": {"tms_feature_probabilities": {"gt": 0.0, "max": 1.0},
                    "sae_architectures": {"choices": ["relu", "gated", "topk"]},
                    "sae_l1_coeffs": {"gt": 0.0}, "sae_topk_k": {"min": 1},
@@ -236,7 +235,7 @@ def test_declared_element_constraints_hold_for_defaults_and_profiles(profile_fil
 @pytest.mark.parametrize("notebook,key,value,pattern", [
     ("ghost_grads", "seeds", "[a, b]", r"'seeds'.*element \[0\] expects type int, got str 'a'"),
     ("recipe", "seeds", "[-1]", r"'seeds'.*element \[0\] must be >= 0, got -1"),
-    ("steering", "sweep_layers", "[99]", r"'sweep_layers'.*element \[0\] must be <= 29, got 99"),
+    ("steering", "candidate_layers", "[99]", r"'candidate_layers'.*element \[0\] must be <= 29, got 99"),
     ("toy_models", "tracr_programs", "[nosuch]", r"'tracr_programs'.*element \[0\] must be one of"),
     ("ghost_grads", "l1_coeffs", "[-1, 0]", r"'l1_coeffs'.*element \[0\] must be > 0.0, got -1"),
     ("ito", "l1_coeffs", "[1e-3, 0]", r"'l1_coeffs'.*element \[1\] must be > 0.0, got 0.0"),

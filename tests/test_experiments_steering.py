@@ -1,4 +1,5 @@
-"""interp.experiments.steering: per-prompt reductions and the S1..S7 rules on synthetic results."""
+"""interp.experiments.steering: the layer rule, per-prompt reductions and the S1..S7 rules (with
+the S7 gate) on synthetic results."""
 
 import dataclasses
 import types
@@ -8,17 +9,17 @@ import pytest
 
 from interp import claims
 from interp.experiments import steering as exp
-from interp.steering import sweep
+from interp.steering import sweep, teacher_forced
 
 COEFFS = (1.0, 2.0, 4.0)
 
 
-def result(variant, coeff, lex, judge=None, cost=None):
-    lex = np.asarray(lex, float)
-    judge = lex if judge is None else np.asarray(judge, float)
+def result(variant, coeff, effect, cost=None):
+    """A teacher-forced point whose wedding and anger effects are both `effect` per prompt."""
+    effect = np.asarray(effect, float)
     cost = coeff / 10 if cost is None else cost
-    return sweep.Result(variant, coeff, float(lex.mean()), 0.0, float(judge.mean()), 0.0, 0.0,
-                        0.0, cost, 0.0, [], lex, judge)
+    return teacher_forced.Measured(variant, coeff, cost, 0.0, np.stack([effect, effect], 1),
+                                   ("wedding", "anger"))
 
 
 def curve_results(offsets: dict, n_prompts: int, noise=0.0, seed=0):
@@ -46,7 +47,7 @@ def steering_results(n_prompts=6, recon=0.0, single=0.0, handpicked=-1.0, pruned
     concept = concept if concept is not None else {
         "anger": [7], "wedding": [f for f, w in zip(feats, is_wedding) if w]}
     return exp.SteeringResults(
-        tops={"anger": [7, 8, 9, 10], "wedding": [100, 101, 102, 103]}, concept=concept,
+        layer=6, tops={"anger": [7, 8, 9, 10], "wedding": [100, 101, 102, 103]}, concept=concept,
         anger=anger, wedding=wedding, importance_features=feats, importance_base=base,
         importance_ablated=ablated, importance_is_wedding=list(is_wedding),
         anger_feature=anger_feature, handpicked=concept["wedding"],
@@ -142,16 +143,16 @@ def test_matched_comparison_pairs_prompts():
 def test_gain_over_unsteered_averages_the_sweep_per_prompt():
     rs = [result("unsteered", 0.0, [1.0, 0.0, 2.0]), result("orig", 1.0, [2.0, 0.0, 2.0]),
           result("orig", 2.0, [4.0, 2.0, 2.0])]
-    np.testing.assert_allclose(exp.gain_over_unsteered(rs), [2.0, 1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(exp.gain_over_unsteered(rs, "wedding"), [2.0, 1.0, 0.0], atol=1e-12)
     with pytest.raises(ValueError, match="unsteered"):
-        exp.gain_over_unsteered(rs[1:])
+        exp.gain_over_unsteered(rs[1:], "wedding")
 
 
 def test_ablation_drops_and_group_gap():
     base = result("orig", 4.0, [3.0, 3.0, 3.0])
     abl = [result("a", 4.0, [2.0, 3.0, 1.0]), result("b", 4.0, [3.0, 0.0, 3.0]),
            result("c", 4.0, [1.0, 3.0, 3.0])]
-    drops = exp.ablation_drops(base, abl)
+    drops = exp.ablation_drops(base, abl, "wedding")
     np.testing.assert_allclose(drops, [[1, 0, 2], [0, 3, 0], [2, 0, 0]], atol=1e-12)
     np.testing.assert_allclose(exp.top_group_gap(drops, [True, False, False]), [1, 3, -2])
     assert exp.top_group_gap(drops, [False] * 3) is None
@@ -177,3 +178,48 @@ def test_verdicts_are_recorded(tmp_path, monkeypatch):
     exp.verdicts(steering_results(), min_concept_share=0.25)
     ids = [line.split('"claim_id": "')[1].split('"')[0] for line in path.read_text().splitlines()]
     assert ids == ["S1", "S2", "S3", "S4", "S5", "S6", "S7"]
+
+
+def test_a_vector_that_does_not_steer_makes_every_other_claim_inconclusive():
+    r = steering_results(recon=-1.0, single=1.0, pruned=1.0,
+                         drops=[[0.0] * 6, [2.0, 2.1, 1.9, 2.2, 1.8, 2.0]])
+    flat = [result(x.variant, x.coeff, x.of("wedding") - (x.coeff if x.variant == "orig" else 0.0))
+            for x in r.wedding]  # orig's gain is 0 on every prompt
+    r.wedding = flat
+    got = by_id(exp.verdicts(r, min_concept_share=0.1))
+    assert got["S7"].verdict == "inconclusive"
+    for cid in ("S1", "S2", "S3", "S5", "S6"):
+        assert got[cid].verdict == "inconclusive", (cid, got[cid])
+        assert got[cid].reason.startswith("by rule: the wedding vector does not raise"), cid
+        assert got[cid].effect is not None  # the measured effect is still shown
+    assert got["S4"].verdict == "inconclusive"
+
+
+def test_s2_needs_the_anger_vector_itself_to_steer():
+    r = steering_results(single=1.0)
+    r.anger = [result(x.variant, x.coeff, x.of("anger") - (x.coeff if x.variant == "orig" else 0.0))
+               for x in r.anger]
+    got = by_id(exp.verdicts(r, min_concept_share=0.1))
+    assert got["S2"].verdict == "inconclusive" and "anger vector itself" in got["S2"].reason
+    assert got["S7"].verdict == "reproduced"  # the wedding gate is open; only S2 is held
+    assert "by rule" not in (got["S3"].reason or "")
+
+
+def test_choose_layer_takes_the_best_gain_within_the_cost_budget():
+    coeffs = [1.0, 2.0, 4.0]
+    gains = {3: np.array([[1.0, 1.2], [2.0, 2.2], [9.0, 9.0]]),   # 9 is over budget
+             6: np.array([[0.5, 0.5], [2.5, 2.7], [3.0, 3.0]]),
+             9: np.array([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]])}   # nothing within budget
+    costs = {3: [0.1, 0.3, 0.9], 6: [0.1, 0.4, 0.5], 9: [0.6, 0.7, 0.8]}
+    layer, rows = exp.choose_layer(gains, costs, coeffs, max_delta_ce=0.5)
+    assert layer == 6
+    by_layer = {r["layer"]: r for r in rows}
+    assert by_layer[6]["coeff"] == 4.0 and by_layer[6]["gain"] == pytest.approx(3.0)
+    assert by_layer[3]["coeff"] == 2.0 and by_layer[3]["gain"] == pytest.approx(2.1)
+    assert np.isnan(by_layer[9]["gain"])
+    tie, _ = exp.choose_layer({4: gains[6], 2: gains[6]}, {4: costs[6], 2: costs[6]}, coeffs, 0.5)
+    assert tie == 2
+    with pytest.raises(ValueError, match="max_delta_ce"):
+        exp.choose_layer(gains, costs, coeffs, max_delta_ce=0.05)
+    with pytest.raises(ValueError, match="coefficients"):
+        exp.choose_layer({3: gains[3]}, {3: costs[3][:2]}, coeffs, 0.5)

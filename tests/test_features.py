@@ -77,3 +77,28 @@ def test_logit_lens_of_a_token_embedding_finds_the_token():
         direction = np.asarray(m.params["embed"][tok]) / np.asarray(m.params["final_norm"])
         assert features.logit_lens(m, direction, k=3)[0][0] == word
         assert features.logit_lens(m, direction, k=3, cosine=False)[0][0] != word
+
+
+def test_store_cards_read_the_whole_training_store(tiny_acts):
+    """Cards from the stored activations agree with a model forward over the store's tokens
+    (up to the store's bfloat16 rounding), and each card's top context is the store context
+    where the feature peaks."""
+    model, site, store = tiny_acts.model, tiny_acts.site, tiny_acts.store
+    sae = init_sae(jax.random.key(1), SAEConfig(d_in=model.cfg.d_model, d_sae=16,
+                                                 architecture="relu"))
+    feats = [2, 9, 11]
+    got = features.store_activations(store, site, sae, feats, chunk_contexts=3)
+    want = features.feature_activations(model, site, sae, store.tokens(), feats)
+    assert got.shape == want.shape == (store.spec.n_contexts, store.spec.context_length, 3)
+    np.testing.assert_array_equal(got[:, 0], 0.0)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=0.02 * scale)  # bfloat16 store
+    cards = features.store_cards(model, site, sae, store, feats, n_contexts=2, chunk_contexts=4)
+    assert sorted(cards) == feats
+    for j, f in enumerate(feats):
+        c = cards[f]
+        assert c.frequency == pytest.approx(float(np.mean(got[:, 1:, j] > 0)))
+        if got[..., j].max() > 0:
+            assert c.contexts[0].max_act == pytest.approx(float(got[..., j].max()), rel=1e-5)
+            assert len(c.contexts) <= 2 and len(c.top_tokens) == len(c.contexts)
+    assert features.store_cards(model, site, sae, store, []) == {}

@@ -106,8 +106,8 @@ def test_multi_site_hooks_match_single_site(tiny):
 
 
 def test_sink_positions_flag_the_space_pad_in_smollm2(smol):
-    """SmolLM2's space token is an attention sink at layer 6: ActAdd's padding rows get flagged,
-    and a non-sink pad removes them."""
+    """SmolLM2's space token is an attention sink at layer 6: ActAdd's padding rows get flagged
+    and are the only rows zeroed; a non-sink pad removes them."""
     site = "blocks.6.resid_post"
     ref = 100.0  # typical residual norm there (about 96 on held-out text)
     spaced = actadd.prompt_pair(smol, "I talk about weddings constantly",
@@ -117,5 +117,12 @@ def test_sink_positions_flag_the_space_pad_in_smollm2(smol):
                                 "I do not talk about weddings constantly", pad=",")
     assert commas.plus_ids[-1] == smol.tokenizer.encode(",", add_bos=False)[0]
     assert actadd.sink_positions(smol, site, commas, ref) == ()
+    assert actadd.padding_rows(spaced) == (6, 7)
+    assert actadd.padding_sinks(smol, site, spaced, ref) == (6, 7)
+    # "Ang" (of Anger) is a sink at a real token of both prompts: flagged, never zeroed
+    anger = actadd.prompt_pair(smol, "Anger", "Calm")
+    assert actadd.padding_rows(anger) == ()
+    assert 1 in actadd.sink_positions(smol, site, anger, ref)
+    assert actadd.padding_sinks(smol, site, anger, ref) == ()
     with pytest.raises(ValueError, match="one token"):
         actadd.prompt_pair(smol, "a", "bb", pad=" hello world")

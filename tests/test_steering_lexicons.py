@@ -1,4 +1,4 @@
-"""interp.steering.lexicons: whole-word lexicon counts, scores and hits."""
+"""interp.steering.lexicons: whole-word lexicon counts and hits."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,6 @@ from interp.steering import lexicons
 def test_lexicons_count_whole_words():
     texts = ["The bride married the groom at the wedding.", "Wedded bliss; weddingsx", ""]
     np.testing.assert_array_equal(lexicons.count(texts, "wedding"), [4, 0, 0])
-    np.testing.assert_array_equal(lexicons.score(["I love you, I hate you"], "love", "hate"), [0])
     assert lexicons.hits([" Wedding ", "cake"], "wedding")
     assert not lexicons.hits(["cake"], "wedding")
     with pytest.raises(ValueError, match="unknown lexicon"):

@@ -133,3 +133,41 @@ def cards(model, site: str, sae, tokens, features: Sequence[int], *, n_contexts:
         freq = float(np.mean(acts[:, 1:, j] > 0))
         out[f] = FeatureCard(f, lens, tuple(c.top_token for c in ctx), tuple(ctx), freq)
     return out
+
+
+def store_activations(store, site: str, sae, features: Sequence[int], *,
+                      chunk_contexts: int = 128) -> np.ndarray:
+    """[contexts, T, k] activations of `features` over a whole training store (BOS column 0),
+    read from the stored activations (no model forward)."""
+    idx = np.asarray(list(features), np.int64)
+    n = store.spec.n_contexts
+    out = np.zeros((n, store.spec.context_length, len(idx)), np.float32)
+    for lo in range(0, n, chunk_contexts):
+        x = store.read(site, lo, min(n, lo + chunk_contexts))[:, 1:]
+        f = np.asarray(sae.encode(jnp.asarray(x.reshape(-1, x.shape[-1]))))
+        out[lo:lo + len(x), 1:] = f[:, idx].reshape(len(x), -1, len(idx))
+    return out
+
+
+def store_cards(model, site: str, sae, store, features: Sequence[int], *, n_contexts: int = 8,
+                n_lens: int = 8, chunk_contexts: int = 128) -> dict[int, FeatureCard]:
+    """Feature cards from the SAE's whole training store: each feature's top-activating
+    contexts among every stored context (not a few held-out ones: rare features need many
+    tokens to show their top examples), its logit lens, and its firing frequency there."""
+    features = [int(f) for f in features]
+    if not features:
+        return {}
+    acts = store_activations(store, site, sae, features, chunk_contexts=chunk_contexts)
+    tokens = store.tokens()
+    w_dec = np.asarray(sae.params["W_dec"])
+    out = {}
+    for j, f in enumerate(features):
+        peak = acts[..., j].max(-1)
+        best = np.argsort(-peak, kind="stable")[:n_contexts]
+        best = best[peak[best] > 0]
+        ctx = top_contexts(acts[best, :, j], tokens[best], model.tokenizer.decode,
+                           n=n_contexts) if len(best) else []
+        lens = tuple(w for w, _ in logit_lens(model, w_dec[f], n_lens))
+        freq = float(np.mean(acts[:, 1:, j] > 0))
+        out[f] = FeatureCard(f, lens, tuple(c.top_token for c in ctx), tuple(ctx), freq)
+    return out

@@ -6,17 +6,22 @@
     dec = decompose.decompose(model, "blocks.6.resid_post", sae, pair)
     dec.recon + dec.error == h_A
     actadd.generate(model, site, "I think you're", 4.0 * h_A[None])  # ActAdd sampling
-    sweep.run(model, site, task, [sweep.Point("orig", c, h_A) for c in (0, 2, 4)], ...)
+    wedding = teacher_forced.Concept("wedding", (" wedding", " bride"))
+    teacher_forced.run(model, site, prompts, [sweep.Point("orig", c, h_A) for c in (0, 2, 4)],
+                       [wedding], neutral_tokens)  # log P(concept) per prompt, delta CE
 
-Modules: `actadd` (vectors, hooks, batched steered generation), `decompose` (SAE feature
-differences, reconstruction and error), `variants` (orig / recon / single / handpicked /
-pruned / ablate), `lexicons` (concept word counts), `evaluate` (judge probability, completion CE,
-steered delta CE), `sweep` (coefficient sweeps and matched-cost comparisons).
+Modules: `actadd` (vectors, padding sinks, hooks, batched steered generation), `decompose` (SAE
+feature differences, reconstruction and error), `variants` (orig / recon / single / handpicked /
+pruned / ablate), `teacher_forced` (the effect: concept log-probability after a prompt),
+`evaluate` (the cost: steered delta CE), `lexicons` (concept words, labels), `sweep` (points and
+matched-cost comparisons).
 """
 
-from interp.steering import actadd, decompose, evaluate, lexicons, sweep, variants
+from interp.steering import (actadd, decompose, evaluate, lexicons, sweep, teacher_forced,
+                             variants)
 from interp.steering.actadd import ACTADD_SAMPLING, PromptPair, actadd_vector, prompt_pair
 from interp.steering.decompose import Decomposition
 
-__all__ = ["actadd", "decompose", "evaluate", "lexicons", "sweep", "variants", "ACTADD_SAMPLING",
+__all__ = ["actadd", "decompose", "evaluate", "lexicons", "sweep", "teacher_forced", "variants",
+           "ACTADD_SAMPLING",
            "PromptPair", "Decomposition", "actadd_vector", "prompt_pair"]

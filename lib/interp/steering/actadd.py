@@ -113,10 +113,27 @@ def sink_positions(model, site: str, pair: PromptPair, reference_norm: float,
     Why: in SmolLM2 the space token and some first words after BOS ("Ang", "Love") are extra
     attention sinks ("massive activations", norm ~6x the typical residual). ActAdd's space padding
     then puts a sink-minus-token row into h_A that dwarfs the concept rows; the SAE never models
-    such rows well. The notebook reports these positions and can leave them out."""
+    such rows well. A sink row may also carry the concept ("Ang" of "Anger"): only
+    `padding_sinks` are left out."""
     h = np.asarray(residuals(model, site, [pair.plus_ids, pair.minus_ids]))
     norms = np.linalg.norm(h, axis=-1).max(0)
     return tuple(int(t) for t in np.flatnonzero(norms > factor * reference_norm) if t > 0)
+
+
+def padding_rows(pair: PromptPair) -> tuple[int, ...]:
+    """Positions where either prompt holds a pad token (ActAdd's right padding)."""
+    n, k = len(pair.plus_ids), max(pair.n_pad_plus, pair.n_pad_minus)
+    return tuple(range(n - k, n))
+
+
+def padding_sinks(model, site: str, pair: PromptPair, reference_norm: float,
+                  factor: float = 3.0) -> tuple[int, ...]:
+    """The sink rows that are padding rows: what the steering page zeroes. Why only these: a
+    padding row is the pad's attention sink minus the other prompt's token (norm ~5x the
+    concept rows), an artefact of the padding, while a sink at a real token of both prompts
+    ("Ang" - "C" in Anger - Calm) is where the concept is written and is kept."""
+    pad = set(padding_rows(pair))
+    return tuple(t for t in sink_positions(model, site, pair, reference_norm, factor) if t in pad)
 
 
 def actadd_vector(model, site: str, pair: PromptPair) -> jax.Array:

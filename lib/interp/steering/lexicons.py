@@ -47,12 +47,6 @@ def count(texts: Sequence[str], words) -> np.ndarray:
     return np.array([len(pat.findall(t)) for t in texts], dtype=np.float64)
 
 
-def score(texts: Sequence[str], plus, minus=None) -> np.ndarray:
-    """count(plus) - count(minus) per text (e.g. love minus hate words), or count(plus)."""
-    s = count(texts, plus)
-    return s if minus is None else s - count(texts, minus)
-
-
 def hits(token_strings: Sequence[str], words) -> bool:
     """Whether any of the token strings (e.g. a feature's logit-lens words) is in the lexicon,
     ignoring case and surrounding spaces; used to label concept features automatically."""
