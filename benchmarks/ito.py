@@ -6,6 +6,8 @@
 
 For each k it prints codes/s, the fraction of variance unexplained (FVU) and the achieved L0 of
 * gp       non-negative gradient pursuit with the exact line search (one jitted run to k);
+* gp-before the same pursuit as interp.ito ran it before its CPU selection rewrite (top_k over a
+           rebuilt support mask), to measure the speed-up in the same run;
 * gp-top4  the same adding up to 4 atoms per iteration (the post's "max top-k");
 * mp       non-negative matching pursuit;
 * gp-gather (accelerators only) gp with the CPU layout: gathered [batch, k, d] atoms instead of
@@ -61,6 +63,41 @@ def load_real(dictionary: str, activations: str, batch: int):
     if X.shape[1] != D.shape[1]:
         raise SystemExit(f"activations have d={X.shape[1]}, dictionary has d={D.shape[1]}")
     return D, b, X
+
+
+def gp_before(D, X, k, bias):
+    """Non-negative gradient pursuit as `interp.ito` ran it before its CPU selection rewrite
+    (commit 6cab717): each iteration rebuilt an [n_atoms] support mask by scatter, chose the
+    atom with XLA's top_k and gathered the k support atoms twice. Kept here, unchanged in
+    arithmetic, so that one run measures the speed-up against it."""
+    norms = jnp.linalg.norm(D, axis=-1)
+    Du = D / norms[:, None]
+    n = D.shape[0]
+
+    def one(y):
+        def body(state, _):
+            idx, val, used, r = state
+            g = Du @ r
+            mask = jnp.zeros((n,), bool).at[idx].max(used)
+            top_val, top_idx = jax.lax.top_k(jnp.where(mask, -jnp.inf, g), 1)
+            take = (top_val > 0) & (jnp.arange(1) < k - jnp.sum(used))
+            slot = jnp.argsort(used, stable=True)[:1]
+            idx = idx.at[slot].set(jnp.where(take, top_idx, idx[slot]))
+            used = used.at[slot].set(used[slot] | take)
+            u = jnp.where(used, g[idx], 0.0)
+            c = u @ Du[idx]
+            cc = c @ c
+            eta = jnp.where(cc > 0, (c @ r) / jnp.where(cc > 0, cc, 1.0), 0.0)
+            val = jnp.where(used, jnp.maximum(val + eta * u, 0.0), 0.0)
+            return (idx, val, used, y - val @ Du[idx]), None
+
+        init = (jnp.zeros(k, jnp.int32), jnp.zeros(k), jnp.zeros(k, bool), y)
+        (idx, val, _, _), _ = jax.lax.scan(body, init, None, length=k)
+        return idx, val
+
+    idx, val = jax.vmap(one)(X - bias)
+    from interp import ito
+    return ito.SparseCodes(idx, val / norms[idx])
 
 
 def fvu(X, X_hat):
@@ -130,6 +167,7 @@ def main(argv=None):
         pr = args.precision
         variants = {
             "gp": lambda D_, X_, b_, k=k: ito.gradient_pursuit(D_, X_, k, bias=b_, precision=pr),
+            "gp-before": lambda D_, X_, b_, k=k: gp_before(D_, X_, k, b_),
             "gp-top4": lambda D_, X_, b_, k=k: ito.gradient_pursuit(
                 D_, X_, k, bias=b_, max_topk=min(4, k), precision=pr),
             "mp": lambda D_, X_, b_, k=k: ito.matching_pursuit(D_, X_, k, bias=b_, precision=pr),

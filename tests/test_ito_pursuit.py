@@ -58,7 +58,7 @@ def test_step_is_the_numerical_line_search_optimum(small_problem):
     Du, valid = jnp.asarray(D), jnp.ones(D.shape[0], bool)
     y = jnp.asarray(X[3])
     step = jax.jit(ito.gradient_pursuit_step)
-    state = ito.init_state(y, 6)
+    state = ito.init_state(y, 6, valid)
     for it in range(4):
         new, eta = step(state, Du, valid, y)
         # recompute the search direction the step used: the gradient on the enlarged support

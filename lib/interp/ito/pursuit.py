@@ -77,12 +77,18 @@ class Frontier(NamedTuple):
 
 
 class PursuitState(NamedTuple):
-    """Per-example state of a pursuit with `k` slots (the fixed-shape support)."""
+    """Per-example state of a pursuit with `k` slots (the fixed-shape support).
+
+    `blocked` is added to the correlations before an atom is chosen: -inf for atoms in the
+    support (gradient pursuit) and for zero atoms, 0 elsewhere. Why carried, not rebuilt from
+    the slots each iteration: scattering k slots into a fresh [n_atoms] mask cost about as much
+    as the correlation matmul on CPU; one element changes per added atom."""
 
     indices: jax.Array  # int32 [k]
     values: jax.Array  # [k]
     used: jax.Array  # bool [k]: slot belongs to the support
     residual: jax.Array  # [d]: y - values @ D[indices]
+    blocked: jax.Array  # [n_atoms]: 0 or -inf
 
 
 def to_dense(codes: SparseCodes, n_atoms: int) -> jax.Array:
@@ -108,26 +114,43 @@ def decode_sparse(codes: SparseCodes, dictionary, bias=None) -> jax.Array:
 # ----------------------------------------------------------------------------- single steps
 
 
-def init_state(y: jax.Array, k: int) -> PursuitState:
+def _open(valid: jax.Array, dtype) -> jax.Array:
+    return jnp.where(valid, 0.0, -jnp.inf).astype(dtype)
+
+
+def init_state(y: jax.Array, k: int, valid: jax.Array) -> PursuitState:
+    """An empty support of `k` slots for target y; `valid` [n_atoms] marks selectable atoms."""
     return PursuitState(jnp.zeros((k,), jnp.int32), jnp.zeros((k,), y.dtype),
-                        jnp.zeros((k,), bool), y)
+                        jnp.zeros((k,), bool), y, _open(valid, y.dtype))
 
 
-def _support_mask(state: PursuitState, n_atoms: int) -> jax.Array:
-    return jnp.zeros((n_atoms,), bool).at[state.indices].max(state.used)
+def _top(scores: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
+    """The m largest scores and their atoms (lowest index among ties). For m = 1 a max and a
+    min over indices: two plain reductions, where XLA's CPU top_k sorts every row and its
+    argmax is a slow two-operand reduction (each cost more than the correlation matmul)."""
+    if m > 1:
+        return jax.lax.top_k(scores, m)
+    best = jnp.max(scores)
+    atoms = jnp.arange(scores.shape[0], dtype=jnp.int32)
+    i = jnp.min(jnp.where(scores == best, atoms, scores.shape[0] - 1))
+    return best[None], i[None]
 
 
 def _add_atoms(state: PursuitState, scores: jax.Array, m: int) -> PursuitState:
     """Put the top-m atoms with positive score (not already in the support) into free slots,
-    never exceeding the k slots."""
+    never exceeding the k slots, and block them from being chosen again."""
     k = state.indices.shape[0]
-    top_vals, top_idx = jax.lax.top_k(scores, m)
+    top_vals, top_idx = _top(scores + state.blocked, m)
     n_free = k - jnp.sum(state.used)
     take = (top_vals > 0) & (jnp.arange(m) < n_free)
-    slots = jnp.argsort(state.used, stable=True)[:m]  # free slots first, in order
+    if m == 1:
+        slots = jnp.argmin(state.used)[None]  # the first free slot
+    else:
+        slots = jnp.argsort(state.used, stable=True)[:m]  # free slots first, in order
     indices = state.indices.at[slots].set(jnp.where(take, top_idx, state.indices[slots]))
     used = state.used.at[slots].set(state.used[slots] | take)
-    return state._replace(indices=indices, used=used)
+    blocked = state.blocked.at[top_idx].set(jnp.where(take, -jnp.inf, state.blocked[top_idx]))
+    return state._replace(indices=indices, used=used, blocked=blocked)
 
 
 def line_search_step(residual: jax.Array, direction: jax.Array, precision=None) -> jax.Array:
@@ -137,13 +160,14 @@ def line_search_step(residual: jax.Array, direction: jax.Array, precision=None) 
     return jnp.where(cc > 0, cr / jnp.where(cc > 0, cc, 1.0), 0.0)
 
 
-def _combine(coefs, state, D, dense, precision):
-    """sum_s coefs_s D[indices_s]: gather the k atoms (O(k d), best on CPU), or scatter to a
-    dense [n_atoms] vector and multiply by D (one matmul, best on GPU/TPU at large k)."""
-    if dense:
-        full = jnp.zeros((D.shape[0],), coefs.dtype).at[state.indices].add(coefs)
+def _combine(coefs, indices, D, atoms, precision):
+    """sum_s coefs_s D[indices_s]: from the k gathered `atoms` [k, d] (O(k d), best on CPU), or,
+    when `atoms` is None, scattered to a dense [n_atoms] vector times D (one matmul, best on
+    GPU/TPU at large k)."""
+    if atoms is None:
+        full = jnp.zeros((D.shape[0],), coefs.dtype).at[indices].add(coefs)
         return jnp.matmul(full, D, precision=precision)
-    return jnp.matmul(coefs, D[state.indices], precision=precision)
+    return jnp.matmul(coefs, atoms, precision=precision)
 
 
 def gradient_pursuit_step(state: PursuitState, D: jax.Array, valid: jax.Array, y: jax.Array, *,
@@ -154,22 +178,28 @@ def gradient_pursuit_step(state: PursuitState, D: jax.Array, valid: jax.Array, y
 
     Returns the new state and the step size eta used (before the projection onto alpha >= 0)."""
     g = jnp.matmul(D, state.residual, precision=precision)  # = -1/2 grad_alpha ||r||^2
-    in_support = _support_mask(state, D.shape[0])
-    state = _add_atoms(state, jnp.where(in_support | ~valid, -jnp.inf, g), max_topk)
+    state = _add_atoms(state, g, max_topk)
     u = jnp.where(state.used, g[state.indices], 0.0)  # gradient restricted to the support
-    c = _combine(u, state, D, dense_updates, precision)
+    atoms = None if dense_updates else D[state.indices]  # gathered once per iteration
+    c = _combine(u, state.indices, D, atoms, precision)
     if isinstance(step, str):
         eta = line_search_step(state.residual, c, precision)
     else:
         eta = jnp.asarray(step, y.dtype)
     values = jnp.maximum(state.values + eta * u, 0.0)
-    used = state.used & (values > 0) if support == "nonzero" else state.used
+    blocked = state.blocked
+    if support == "nonzero":  # clipped atoms leave the support and may be chosen again
+        used = state.used & (values > 0)
+        blocked = _open(valid, blocked.dtype).at[state.indices].min(
+            jnp.where(used, -jnp.inf, 0.0).astype(blocked.dtype))  # min: repeated slots agree
+    else:
+        used = state.used
     values = jnp.where(used, values, 0.0)
     if residual == "exact":
-        r = y - _combine(values, state, D, dense_updates, precision)
+        r = y - _combine(values, state.indices, D, atoms, precision)
     else:
         r = state.residual - eta * c
-    return PursuitState(state.indices, values, used, r), eta
+    return PursuitState(state.indices, values, used, r, blocked), eta
 
 
 def matching_pursuit_step(state: PursuitState, D: jax.Array, valid: jax.Array, y: jax.Array, *,
@@ -177,8 +207,8 @@ def matching_pursuit_step(state: PursuitState, D: jax.Array, valid: jax.Array, y
     """One iteration of non-negative matching pursuit for one example (D has unit rows): the
     best-correlated atom (possibly one already used) gets its correlation added."""
     g = jnp.where(valid, jnp.matmul(D, state.residual, precision=precision), -jnp.inf)
-    i = jnp.argmax(g)
-    gi = g[i]
+    best, atom = _top(g, 1)
+    gi, i = best[0], atom[0]
     match = state.used & (state.indices == i)
     known = jnp.any(match)
     slot = jnp.where(known, jnp.argmax(match), jnp.argmax(~state.used))
@@ -189,6 +219,7 @@ def matching_pursuit_step(state: PursuitState, D: jax.Array, valid: jax.Array, y
         state.values.at[slot].add(delta),
         state.used.at[slot].set(state.used[slot] | ok),
         state.residual - delta * D[i],
+        state.blocked,
     )
 
 
@@ -222,7 +253,7 @@ def _run(D, y, fixed_step, *, method, k, n_iterations, max_topk, support, exact_
             snap = (state.indices, state.values) if frontier else None
             return state, snap
 
-        state, snaps = jax.lax.scan(body, init_state(y1, k), None, length=n_iterations)
+        state, snaps = jax.lax.scan(body, init_state(y1, k, valid), None, length=n_iterations)
         return (state.indices, state.values) if not frontier else snaps
 
     idx, val = jax.vmap(one)(y)  # frontier: [B, T, k]
