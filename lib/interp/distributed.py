@@ -117,6 +117,18 @@ def initialize_from_args(args: argparse.Namespace) -> tuple[int, int]:
                       cluster=args.cluster, timeout_s=args.init_timeout)
 
 
+def parse_and_join(parser: argparse.ArgumentParser, argv=None):
+    """Parse a command line that took `add_arguments` and join the process group before
+    anything touches a device; a bad group option is a usage error (exit 2) naming it.
+    Returns (args, process index, process count)."""
+    args = parser.parse_args(argv)
+    try:
+        index, count = initialize_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    return args, index, count
+
+
 def barrier(name: str) -> None:
     """Every process waits here until all have arrived (no-op in a one-process run)."""
     if jax.process_count() > 1:

@@ -48,12 +48,7 @@ def main(argv=None) -> int:
                    help="re-hash existing shards and harvest bad ones again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     distributed.add_arguments(p)
-    args = parser.parse_args(argv)
-
-    try:
-        index, count = distributed.initialize_from_args(args)  # before anything touches a device
-    except ValueError as e:
-        parser.error(str(e))
+    args, index, count = distributed.parse_and_join(parser, argv)
     model = models.load(args.model, progress=False)
     if args.tokens is not None:
         tokens, revision = np.load(args.tokens), args.corpus_revision

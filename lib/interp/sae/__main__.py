@@ -53,12 +53,7 @@ def main(argv=None) -> int:
                    help="end a fresh run early at this step (checkpointed; rerun to finish)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     distributed.add_arguments(p)
-    args = parser.parse_args(argv)
-
-    try:
-        index, count = distributed.initialize_from_args(args)  # before anything touches a device
-    except ValueError as e:
-        parser.error(str(e))
+    args, index, count = distributed.parse_and_join(parser, argv)
     store = open_store(args.store)
     site = args.site or (next(iter(store.sites)) if len(store.sites) == 1 else None)
     if site not in store.sites:
