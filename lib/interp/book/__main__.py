@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from interp.book import params as P
+from interp.book import plan as plan_mod
 from interp.book.execute import NotebookFailed, run_notebook
 from interp.book.project import Project
 from interp.book.site import BuildFailed, build
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     bld = sub.add_parser("build", help="execute stale notebooks, then build the HTML book")
     bld.add_argument("--profile", default="cpu", help="smoke, cpu (default) or gpu")
     bld.add_argument("--force", action="store_true", help="re-execute every notebook")
+    bld.add_argument("--dry-run", action="store_true",
+                     help="print the priced compute plan per page and execute nothing")
     return ap
 
 
@@ -45,6 +48,25 @@ def _list(project: Project) -> None:
         for p in P.notebook_parameters(nb).values():
             doc = f"  # {p.doc}" if p.doc else ""
             print(f"    {p.describe()}{doc}")
+
+
+def _dry_run(project: Project, profile: str) -> None:
+    pages = [(nb.stem, P.resolve(nb, project.params_dir(nb), profile))
+             for nb in project.notebooks()]
+    try:
+        plans = plan_mod.plan(pages)
+    except ValueError as e:  # a page without counts: bad input, found before any compute
+        raise P.ParamError(str(e)) from e
+    rows = [p.row() for p in plans]
+    cols = list(rows[0]) if rows else []
+    print(f"compute plan, profile {profile}, priced at the rates of a 2-core CPU machine (shared "
+          f"stores and SAEs paid by the first page that needs them):")
+    print("  ".join(f"{c:>20}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{r[c]:>20,}" if isinstance(r[c], int) else f"{r[c]:>20}" for c in cols))
+    total = sum(p.total_seconds for p in plans)
+    print(f"estimated total: {total / 60:.1f} minutes (steering counts its chosen layer's store "
+          f"and SAE as new: the worst case)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile not in P.PROFILES:
                 raise P.ParamError(f"unknown profile {args.profile!r}; valid profiles: "
                                    f"{', '.join(P.PROFILES)}")
+            if args.dry_run:
+                _dry_run(project, args.profile)
+                return 0
             report = build(project, args.profile, args.force)
             print(f"executed {len(report.executed)} notebook(s): {', '.join(report.executed) or 'none'}")
             print(f"claims: {len(report.claims)} -> {project.output_dir(args.profile) / 'claims.json'}")

@@ -1,0 +1,258 @@
+"""What a profile costs before it runs: the book's compute plan, priced page by page.
+
+Why: the cpu profile is most readers' only run and must stay within an hour on 2 cores, and a
+reader who changes a profile wants to know the cost before spending it. Each page's work is
+counted from its resolved parameters (SAE training activations by width, harvested tokens,
+tokens spliced through the model after the SAE's site, other forward tokens, pursuit
+iterations), priced with rates measured on the CI machine kind (`CPU_RATES`), plus a per-page
+overhead (model loading, compilation, the work the counts do not price: toy models, the local
+LLM, timings), calibrated once from a measured cpu build. Stores and SAEs that several pages
+share are paid by the first page that needs them, in the table of contents' order, as the
+caches make them.
+
+    python -m interp.book build --profile cpu --dry-run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+D_MODEL = 576           # SmolLM2-135M, the model of every LM page
+CONTEXT = 128           # stored contexts (BOS + 127 activations)
+REFERENCE_SITE = "blocks.6.resid_post"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Throughputs of one build machine; `sae_activations_per_s` maps d_sae to activations/s of
+    one dense float32 training step at batch >= 512 (linear in 1/rate between the points)."""
+
+    sae_activations_per_s: Mapping[int, float]
+    harvest_tokens_per_s: float
+    spliced_tokens_per_s: float   # layers after the site + 49k-vocab unembedding, per SAE
+    forward_tokens_per_s: float   # a full forward of the model (teacher-forced steering)
+    pursuit_iterations_per_s: float  # gradient-pursuit code-iterations/s at 4608 atoms
+
+    def training_seconds(self, d_sae: int, activations: float) -> float:
+        widths = sorted(self.sae_activations_per_s)
+        cost = {w: 1.0 / self.sae_activations_per_s[w] for w in widths}
+        if d_sae <= widths[0]:
+            per = cost[widths[0]] * d_sae / widths[0]
+        elif d_sae >= widths[-1]:
+            per = cost[widths[-1]] * d_sae / widths[-1]
+        else:
+            hi = next(w for w in widths if w >= d_sae)
+            lo = widths[widths.index(hi) - 1]
+            t = (d_sae - lo) / (hi - lo)
+            per = cost[lo] + t * (cost[hi] - cost[lo])
+        return activations * per
+
+
+# Measured on the 2-core CI machine kind (fp32, dense step; issue notes of the scale work and
+# benchmarks/sae_train.py, benchmarks/harvest.py, benchmarks/ito.py).
+CPU_RATES = Rates(sae_activations_per_s={1152: 13_000.0, 2304: 9_300.0, 4608: 5_500.0},
+                  harvest_tokens_per_s=2_100.0, spliced_tokens_per_s=600.0,
+                  forward_tokens_per_s=1_500.0, pursuit_iterations_per_s=14_000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """`n_saes` SAEs of width `d_sae`, each trained on `activations`; `key` names a cached run
+    that other pages reuse (trained once)."""
+
+    key: str
+    d_sae: int
+    activations: int
+    n_saes: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """One page's work, before pricing."""
+
+    stores: tuple[tuple[str, int], ...] = ()   # (site, n_tokens) harvested
+    training: tuple[Training, ...] = ()
+    spliced_tokens: int = 0
+    forward_tokens: int = 0
+    pursuit_iterations: int = 0                 # codes x iterations x (atoms / 4608)
+
+
+@dataclasses.dataclass(frozen=True)
+class PagePlan:
+    page: str
+    work: Work
+    new_stores: tuple[tuple[str, int], ...]
+    new_training: tuple[Training, ...]
+    seconds: dict                               # by stage, plus "overhead"
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    def row(self) -> dict:
+        trained = sum(t.activations * t.n_saes for t in self.new_training)
+        return {"page": self.page,
+                "SAEs trained": sum(t.n_saes for t in self.new_training),
+                "training activations": trained,
+                "harvested tokens": sum(n for _, n in self.new_stores),
+                "spliced tokens": self.work.spliced_tokens,
+                "other forward tokens": self.work.forward_tokens,
+                "est. minutes": round(self.total_seconds / 60, 1)}
+
+
+# ----------------------------------------------------------------------------- page counts
+def _store_rows(n_tokens: int) -> int:
+    """Activations the shared store serves per epoch (`lm_sae.activations`)."""
+    return math.ceil(n_tokens / (CONTEXT - 1)) * (CONTEXT - 1)
+
+
+def _epochs_activations(n_tokens: int, batch_size: int, epochs: float) -> int:
+    """`lm_sae.reference_config`: max(1, int(epochs * rows // batch)) steps of `batch_size`."""
+    steps = max(1, int(epochs * (_store_rows(n_tokens) // batch_size)))
+    return steps * batch_size
+
+
+def _reference(p: Mapping) -> Training:
+    key = ("reference", p["n_tokens"], p["expansion"], p["l1_coeff"], p["batch_size"],
+           p["epochs"])
+    return Training(repr(key), p["expansion"] * D_MODEL,
+                    _epochs_activations(p["n_tokens"], p["batch_size"], p["epochs"]))
+
+
+def reference_sae(p: Mapping) -> Work:
+    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=(_reference(p),),
+                spliced_tokens=p["eval_contexts"] * CONTEXT,
+                forward_tokens=p["heldout_contexts"] * CONTEXT)
+
+
+def steering(p: Mapping) -> Work:
+    """Counts the chosen layer's store and SAE as new work (the worst case: a layer other than
+    the reference site's)."""
+    c, layers = len(p["coeffs"]), len(p["candidate_layers"])
+    cost_tokens = p["cost_contexts"] * p["cost_len"]
+    variant_points = (1 + 4 * c) + (1 + 7 * c) + (1 + 2 * c)
+    importance_points = 1 + p["n_importance"]
+    forward = (layers * (1 + c) * p["n_select_prompts"] * p["prompt_len"]
+               + layers * (1 + c) * cost_tokens
+               + variant_points * p["n_test_prompts"] * p["prompt_len"]
+               + importance_points * (p["n_select_prompts"] + p["n_test_prompts"]) * p["prompt_len"]
+               + (variant_points + 2 * importance_points) * cost_tokens)
+    steer = Training(repr(("steering", p["n_tokens"], p["steer_expansion"], p["l1_coeff"],
+                           p["batch_size"], p["epochs"])), p["steer_expansion"] * D_MODEL,
+                     _epochs_activations(p["n_tokens"], p["batch_size"], p["epochs"]))
+    return Work(stores=((REFERENCE_SITE, p["n_tokens"]), ("chosen layer", p["n_tokens"])),
+                training=(_reference(p), steer), spliced_tokens=2 * p["cost_contexts"] * CONTEXT,
+                forward_tokens=forward)
+
+
+def _ito_sweep(n_tokens, expansion, batch_size, epochs, l1_coeffs) -> Training:
+    key = ("ito sweep", n_tokens, expansion, batch_size, epochs, tuple(l1_coeffs))
+    return Training(repr(key), expansion * D_MODEL,
+                    _epochs_activations(n_tokens, batch_size, epochs), len(l1_coeffs))
+
+
+def ito(p: Mapping) -> Work:
+    sweep = _ito_sweep(p["n_tokens"], p["expansion"], p["batch_size"], p["epochs"],
+                       p["l1_coeffs"])
+    rows = p["heldout_contexts"] * (CONTEXT - 1)
+    atoms = sweep.d_sae / 4608
+    pursuit = rows * max(p["test_ks"]) * len(p["l1_coeffs"]) * atoms
+    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=(sweep,),
+                spliced_tokens=p["ce_decoders"] * (1 + len(p["ce_ks"])) * p["ce_contexts"] * CONTEXT,
+                pursuit_iterations=int(pursuit))
+
+
+GHOST_GRADS_ARMS = 6   # none, resample, ghost, ghost x dead fraction, ghost on all, first K
+RECIPE_ARMS = 8        # baseline and the seven recommendations (book/recipe.ipynb)
+
+
+def ghost_grads(p: Mapping) -> Work:
+    n = GHOST_GRADS_ARMS * len(p["l1_coeffs"]) * len(p["seeds"])
+    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),),
+                training=(Training("ghost_grads", p["expansion"] * D_MODEL,
+                                   p["steps"] * p["batch_size"], n),),
+                spliced_tokens=n * p["eval_contexts"] * CONTEXT)
+
+
+def recipe(p: Mapping) -> Work:
+    per = p["steps"] * p["batch_size"]
+    n = RECIPE_ARMS * len(p["l1_values"]) * len(p["seeds"])
+    runs = [Training("recipe arms", p["expansion"] * D_MODEL, per, n)]
+    runs += [Training(f"recipe width x{w}", w * D_MODEL, per, 2 * len(p["seeds"]))
+             for w in p["width_check_expansions"]]
+    if p["stacking_check"]:
+        runs.append(Training("recipe stacking", p["expansion"] * D_MODEL, per,
+                             2 * len(p["stacking_windows"]) * len(p["seeds"])))
+    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=tuple(runs),
+                spliced_tokens=n * p["eval_contexts"] * p["eval_context_len"])
+
+
+def autointerp(p: Mapping) -> Work:
+    runs = [_reference(p), _ito_sweep(p["n_tokens"], p["l0_sweep_expansion"],
+                                      p["l0_sweep_batch_size"], p["l0_sweep_epochs"],
+                                      p["l0_sweep_l1_coeffs"])]
+    spliced = 0
+    if p["a5_topk"]:
+        ref = _reference(p)
+        runs.append(Training("a5 top-k " + ref.key, ref.d_sae, ref.activations))
+        spliced = 2 * p["a5_eval_contexts"] * CONTEXT
+    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=tuple(runs),
+                spliced_tokens=spliced)
+
+
+def no_lm_training(p: Mapping) -> Work:
+    """Pages whose cost is all overhead at this level of counting (toy models, infrastructure)."""
+    return Work()
+
+
+PAGES: dict[str, Callable[[Mapping], Work]] = {
+    "reference_sae": reference_sae, "steering": steering, "ito": ito,
+    "ghost_grads": ghost_grads, "toy_models": no_lm_training, "recipe": recipe,
+    "autointerp": autointerp, "infrastructure": no_lm_training}
+
+# Seconds each page spends beyond its counted work on the cpu profile: model loading,
+# compilation, toy models, the local LLM, timing repeats, feature cards. Calibrated as measured
+# minus priced on a cpu build from an empty cache (commit 3d99f7a, 2 cores; the README's
+# table), so the cpu estimate matches that build by construction; what the plan adds is how the
+# counted work moves when parameters change.
+CPU_OVERHEAD_S = {"reference_sae": 5.0, "steering": 290.0, "ito": 125.0, "ghost_grads": 60.0,
+                  "toy_models": 210.0, "recipe": 0.0, "autointerp": 245.0,
+                  "infrastructure": 155.0}
+
+
+def price(page: str, work: Work, rates: Rates, seen_stores: set, seen_training: set,
+          overhead_s: float) -> PagePlan:
+    """Price one page's work, skipping stores and runs an earlier page already made (and
+    marking this page's as made)."""
+    new_stores = tuple(s for s in dict.fromkeys(work.stores) if s not in seen_stores)
+    new_training = tuple(t for t in work.training if t.key not in seen_training)
+    seen_stores.update(new_stores)
+    seen_training.update(t.key for t in new_training)
+    seconds = {
+        "harvest": sum(n for _, n in new_stores) / rates.harvest_tokens_per_s,
+        "training": sum(rates.training_seconds(t.d_sae, t.activations * t.n_saes)
+                        for t in new_training),
+        "splice": work.spliced_tokens / rates.spliced_tokens_per_s,
+        "forward": work.forward_tokens / rates.forward_tokens_per_s,
+        "pursuit": work.pursuit_iterations / rates.pursuit_iterations_per_s,
+        "overhead": overhead_s}
+    return PagePlan(page, work, new_stores, new_training, seconds)
+
+
+def plan(pages: Sequence[tuple[str, Mapping]], rates: Rates = CPU_RATES,
+         overhead_s: Mapping[str, float] | None = None) -> list[PagePlan]:
+    """Plans for (page name, resolved parameters) in build order. Unknown pages are refused by
+    name (a new page needs its counts here)."""
+    overhead_s = CPU_OVERHEAD_S if overhead_s is None else overhead_s
+    seen_stores: set = set()
+    seen_training: set = set()
+    out = []
+    for name, params in pages:
+        if name not in PAGES:
+            raise ValueError(f"no compute plan for page {name!r}; add its counts to "
+                             f"interp.book.plan.PAGES (known: {sorted(PAGES)})")
+        out.append(price(name, PAGES[name](params), rates, seen_stores, seen_training,
+                         overhead_s.get(name, 0.0)))
+    return out

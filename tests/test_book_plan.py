@@ -1,0 +1,86 @@
+"""interp.book.plan: the priced compute plan of a profile (and `build --dry-run`)."""
+
+from pathlib import Path
+
+import pytest
+
+from interp.book import params as P
+from interp.book import plan
+from interp.book.__main__ import main
+from interp.book.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "book"
+CPU_BUDGET_MINUTES = 55  # the cpu profile's first build must fit an hour on 2 cores
+
+
+def profile_pages(profile: str):
+    project = Project(ROOT)
+    return [(nb.stem, P.resolve(nb, project.params_dir(nb), profile))
+            for nb in project.notebooks()]
+
+
+def test_the_cpu_profile_fits_its_budget():
+    plans = plan.plan(profile_pages("cpu"))
+    total = sum(p.total_seconds for p in plans) / 60
+    assert total <= CPU_BUDGET_MINUTES, {p.page: round(p.total_seconds / 60, 1) for p in plans}
+    assert {p.page for p in plans} == set(plan.PAGES)
+
+
+def test_shared_stores_and_saes_are_paid_once_in_build_order():
+    plans = {p.page: p for p in plan.plan(profile_pages("cpu"))}
+    ref = plans["reference_sae"]
+    assert ref.new_stores == ((plan.REFERENCE_SITE, 250_000),)
+    assert [t.key for t in ref.new_training] == [plan._reference(dict(
+        n_tokens=250_000, expansion=4, l1_coeff=0.004, batch_size=1024, epochs=2.0)).key]
+    # steering reuses the reference store and SAE; its chosen layer's store and SAE are new
+    assert plans["steering"].new_stores == (("chosen layer", 250_000),)
+    assert [t.d_sae for t in plans["steering"].new_training] == [8 * plan.D_MODEL]
+    # auto-interp reuses the reference SAE and the ITO sweep: only its top-k SAE is new
+    assert [t.key.split()[0] for t in plans["autointerp"].new_training] == ["a5"]
+    assert plans["ito"].new_stores == () and plans["ghost_grads"].new_stores == ()
+
+
+def test_counts_follow_the_parameters():
+    pages = dict(profile_pages("cpu"))
+    gg = pages["ghost_grads"]
+    base = plan.ghost_grads(gg)
+    doubled = plan.ghost_grads({**gg, "steps": 2 * gg["steps"]})
+    assert doubled.training[0].activations == 2 * base.training[0].activations
+    assert base.training[0].n_saes == plan.GHOST_GRADS_ARMS * len(gg["l1_coeffs"]) * len(gg["seeds"])
+    assert base.spliced_tokens == base.training[0].n_saes * gg["eval_contexts"] * plan.CONTEXT
+    rs = pages["reference_sae"]
+    # lm_sae.reference_config: int(epochs * rows // batch) steps of batch_size
+    rows = -(-rs["n_tokens"] // 127) * 127
+    assert plan._reference(rs).activations == int(rs["epochs"] * (rows // rs["batch_size"])) * rs["batch_size"]
+
+
+def test_training_rate_is_the_measured_table_between_its_points():
+    r = plan.CPU_RATES
+    for d_sae, rate in r.sae_activations_per_s.items():
+        assert r.training_seconds(d_sae, rate) == pytest.approx(1.0)
+    widths = [576, 1152, 2000, 2304, 4608, 9216]
+    secs = [r.training_seconds(w, 1e6) for w in widths]
+    assert secs == sorted(secs)  # wider is never cheaper
+    assert r.training_seconds(9216, 5500) == pytest.approx(2.0)  # linear beyond the table
+
+
+def test_an_unknown_page_is_refused_by_name():
+    with pytest.raises(ValueError, match="no compute plan for page 'good'"):
+        plan.plan([("good", {})])
+
+
+def _executed_files():
+    return sorted((p, p.stat().st_mtime) for p in (ROOT / "_build").rglob("*") if p.is_file())
+
+
+def test_dry_run_prints_the_plan_and_executes_nothing(capsys):
+    before = _executed_files()
+    assert main(["--root", str(ROOT), "build", "--profile", "cpu", "--dry-run"]) == 0
+    assert _executed_files() == before
+    out = capsys.readouterr().out
+    assert "estimated total:" in out
+    for page in plan.PAGES:
+        assert page in out
+    assert main(["--root", str(FIXTURE), "build", "--profile", "cpu", "--dry-run"]) == 2
+    assert "no compute plan for page 'good'" in capsys.readouterr().err
