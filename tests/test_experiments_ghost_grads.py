@@ -119,3 +119,17 @@ def test_spike_difference_is_paired_over_seeds():
 @pytest.fixture(autouse=True)
 def _fresh_claims(monkeypatch):
     monkeypatch.delenv(claims.CLAIMS_FILE_ENV, raising=False)
+
+
+def test_a_resampling_baseline_worse_than_no_fix_makes_g2_and_g3_inconclusive():
+    planted = {("resample", "ghost", "loss_recovered"): PLANT_UP,           # ghost better
+               ("resample", "ghost x dead fraction", "loss_recovered"): PLANT_UP}
+    sound = _verdicts(_all([0.0, 0.0, 0.0], planted))
+    assert sound["G-2"].verdict == "not reproduced" and sound["G-3"].verdict == "reproduced"
+    broken = _verdicts(_all([0.0, 0.0, 0.0], {**planted,
+                                              ("none", "resample", "loss_recovered"): PLANT_DOWN}))
+    for cid in ("G-2", "G-3"):
+        assert broken[cid].verdict == "inconclusive", cid
+        assert broken[cid].reason.startswith("by rule: the resampling baseline is worse"), cid
+        assert broken[cid].effect["mean"] == pytest.approx(np.mean(PLANT_UP))
+    assert broken["G-1"].verdict == sound["G-1"].verdict  # the gate touches G-2 and G-3 only

@@ -20,6 +20,9 @@ delta CE are measured on the same tokens and rank arms identically; loss recover
   ghost grads follows when G-2 (plain ghost is worse) and G-3 both hold; scaled - ghost is
   reported beside G-3. The margin must be smaller than the deficit G-2 finds, or plain ghost
   grads would pass G-3 too.
+- G-2 and G-3 need a working baseline: when resampling is reliably worse than no fix at all
+  (loss recovered, resample - none, CI below 0), both are inconclusive by rule
+  (`resampling_baseline`), with the measured effect kept in the record.
 - G-4 (exploratory; the post's outcome was not retrieved): ghost grads on all features for the
   first K steps (Anthropic's Feb bug) improve the frontier over plain ghost grads. Loss
   recovered, first-K - ghost. Rule `directional`, expected sign +1; the always-on arm is
@@ -127,10 +130,14 @@ def _missing(claim_id: str, text: str, source: str, rule: str, what: str,
                                       f"overlap")
 
 
-def _judge(claim_id, text, comparison, what, *, source, rule, numbers, **rule_args):
+def _judge(claim_id, text, comparison, what, *, source, rule, numbers, gate: str = "",
+           **rule_args):
     effect = comparison.effect()
     if effect is None:
         return _missing(claim_id, text, source, rule, what, numbers)
+    if gate:
+        return claims.inconclusive(claim_id, text, source=source, rule=rule, reason=gate,
+                                   numbers={"effect of": what, **numbers}, effect=effect)
     if rule == "all_parts":
         return claims.judge(claim_id, text, source=source, rule=rule, parts={what: effect},
                             numbers=numbers, **rule_args)
@@ -147,18 +154,34 @@ def verdict_g1(cmp: Comparisons, dead_end: Mapping[str, float] | None = None) ->
                   expected_sign=-1, numbers={"dead fraction at end (mean)": dict(dead_end or {})})
 
 
+def resampling_baseline(cmp: Comparisons) -> str:
+    """Why G-2 and G-3 cannot be judged ('' when they can): both compare ghost grads with
+    resampling, so if resampling is reliably *worse than no dead-latent fix at all* (loss
+    recovered, resample - none, CI below 0), the baseline failed at this scale and a comparison
+    with it measures the baseline, not ghost grads."""
+    effect = cmp["none", "resample", LR].effect()
+    if effect is None:
+        return ""
+    lo, hi = effect.interval()
+    if hi >= 0:
+        return ""
+    return (f"by rule: the resampling baseline is worse than no dead-latent fix at this scale "
+            f"(loss recovered, resample - none: {effect.mean:+.3f} [{lo:.3f}, {hi:.3f}], n "
+            f"{effect.n}), so comparing ghost grads with it tests the baseline, not ghost grads")
+
+
 def verdict_g2(cmp: Comparisons) -> claims.Claim:
     ce = summary(cmp["resample", "ghost", "delta_ce"])
     return _judge("G-2", G2_TEXT, cmp["resample", "ghost", LR], "loss recovered, ghost - resample",
                   source="post", rule="directional", expected_sign=-1,
-                  numbers={"delta CE, ghost - resample": ce})
+                  gate=resampling_baseline(cmp), numbers={"delta CE, ghost - resample": ce})
 
 
 def verdict_g3(cmp: Comparisons, margin: float) -> claims.Claim:
     vs_ghost = summary(cmp["ghost", "ghost x dead fraction", LR])
     return _judge("G-3", G3_TEXT, cmp["resample", "ghost x dead fraction", LR],
                   "loss recovered, scaled - resample", source="post", rule="threshold",
-                  threshold=-margin, higher_is_reproduced=True,
+                  threshold=-margin, higher_is_reproduced=True, gate=resampling_baseline(cmp),
                   numbers={"margin": margin, "loss recovered, scaled - ghost": vs_ghost})
 
 
