@@ -90,7 +90,7 @@ def test_store_cards_read_the_whole_training_store(tiny_acts):
     got = features.store_activations(store, site, sae, feats, chunk_contexts=3)
     want = features.feature_activations(model, site, sae, store.tokens(), feats)
     assert got.shape == want.shape == (store.spec.n_contexts, store.spec.context_length, 3)
-    np.testing.assert_array_equal(got[:, 0], 0.0)
+    np.testing.assert_array_equal(got[:, 0], 0.0)  # exact: the BOS column is written as zeros
     scale = np.abs(want).max()
     np.testing.assert_allclose(got, want, atol=0.02 * scale)  # bfloat16 store
     cards = features.store_cards(model, site, sae, store, feats, n_contexts=2, chunk_contexts=4)

@@ -70,14 +70,32 @@ def test_run_curve_and_summary(tiny):
     assert res[0].delta_ce == pytest.approx(0.0, abs=1e-6)
     assert res[1].rel_norm == pytest.approx(2.0 * np.linalg.norm(h, axis=-1).max() / 10.0, rel=1e-5)
     cur = teacher_forced.curve(res, "orig", "ab")
-    np.testing.assert_array_equal(cur["coeff"], [0.0, 1.0, 2.0])  # unsteered leads, then by coeff
+    # exact: coefficients are copied from the points; unsteered leads, then by coefficient
+    np.testing.assert_array_equal(cur["coeff"], [0.0, 1.0, 2.0])
     assert cur["effect"].shape == (3, 2)
     np.testing.assert_allclose(cur["effect"][0], 0.0, atol=1e-12)
     np.testing.assert_allclose(cur["effect"][2], res[1].of("ab") - res[0].of("ab"), atol=1e-12)
     rows = teacher_forced.summary_rows(res, "x-y")
-    assert rows[0]["gain"] == pytest.approx(0.0, abs=1e-12)
+    assert rows[0]["gain"] == pytest.approx(0.0, abs=1e-12)  # the unsteered point minus itself
     assert rows[1]["ci low"] <= rows[1]["gain"] <= rows[1]["ci high"]
     with pytest.raises(ValueError, match="not scored"):
         res[0].of("wedding")
     with pytest.raises(ValueError, match="unsteered"):
         teacher_forced.curve(res[1:], "orig", "ab")
+
+
+def test_gain_curves_draw_one_curve_per_variant(tiny):
+    import matplotlib
+    matplotlib.use("Agg")
+    from interp.steering import plots
+
+    prompts = np.asarray([actadd.encode_prompt(tiny, t) for t in ("hello worl", "abcdefghij")])
+    h = np.asarray(actadd.actadd_vector(tiny, SITE, actadd.prompt_pair(tiny, "abc", "xyz")))
+    pts = [sweep.Point("unsteered", 0.0, h)] + [sweep.Point(v, c, h) for c in (1.0, 2.0)
+                                                  for v in ("orig", "recon+err")]
+    res = teacher_forced.run(tiny, SITE, prompts, pts, CONCEPTS, prompts)
+    fig, rows = plots.gain_curves(res, ["orig", "recon+err"], "ab", "t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["orig", "recon+err (= orig)"]
+    assert len(ax.lines) >= 2 and len(rows) == len(pts)
+    assert set(plots.TABLE_COLUMNS) <= set(rows[0])
