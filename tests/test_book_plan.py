@@ -49,6 +49,10 @@ def test_counts_follow_the_parameters():
     assert doubled.training[0].activations == 2 * base.training[0].activations
     assert base.training[0].n_saes == plan.GHOST_GRADS_ARMS * len(gg["l1_coeffs"]) * len(gg["seeds"])
     assert base.spliced_tokens == base.training[0].n_saes * gg["eval_contexts"] * plan.CONTEXT
+    rc = pages["recipe"]
+    frontier = {a: plan.recipe({**rc, "april_2024_arms": a}).training[0] for a in (False, True)}
+    assert frontier[False].n_saes == 6 * len(rc["l1_values"]) * len(rc["seeds"])
+    assert frontier[True].n_saes == 8 * len(rc["l1_values"]) * len(rc["seeds"])
     rs = pages["reference_sae"]
     # lm_sae.reference_config: int(epochs * rows // batch) steps of batch_size
     rows = -(-rs["n_tokens"] // 127) * 127

@@ -107,9 +107,17 @@ def test_reductions():
     assert recipe.l1_middle([0.002, 0.004, 0.008]) == pytest.approx(0.004)
     np.testing.assert_array_equal(recipe.paired_columns([1, 2, 3, 4], 2), [[1, 2], [3, 4]])
     assert recipe.effect_text(None) == "no L0 overlap"
-    assert recipe.effect_text(frontier.seed_effect([1.0, 2.0, 3.0])).startswith("+2 [")
+    text = recipe.effect_text(frontier.seed_effect([1.0, 2.0, 3.0]))
+    # se 1/sqrt(3); MDE = (t_{0.975, 2} + t_{0.8, 2}) se = (4.303 + 1.061) / sqrt(3) = 3.1
+    assert text.startswith("+2 [") and text.endswith(", MDE 3.1")
 
 
 @pytest.fixture(autouse=True)
 def _no_claims_file(monkeypatch):
     monkeypatch.delenv(claims.CLAIMS_FILE_ENV, raising=False)
+
+
+def test_dead_fraction_is_counted_at_one_window_for_every_run():
+    since = np.array([[0, 3, 5, 20], [4, 4, 30, 1]])
+    np.testing.assert_allclose(recipe.dead_fraction_at(since, 4), [0.5, 0.75])
+    np.testing.assert_allclose(recipe.dead_fraction_at(since, 16), [0.25, 0.25])

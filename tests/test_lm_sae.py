@@ -98,3 +98,16 @@ def test_heldout_activations_match_a_direct_capture(acts):
     out = acts.model.forward(acts.heldout[:3], hooks=hooks.capture("resid_post", layers=1))
     want = np.asarray(out.captures["resid_post"][0][:, 1:], np.float32).reshape(-1, 64)
     np.testing.assert_allclose(x, want, rtol=1e-4, atol=1e-4)
+
+
+def test_resample_pool_draws_fresh_rows_of_the_store_per_event(acts):
+    pool = lm_sae.resample_pool(acts.store, acts.site, 200, seed=3)
+    first, second = pool(0), pool(1)
+    assert first.shape == second.shape == (200, 64)
+    np.testing.assert_array_equal(pool(0), first)  # exact: the same draw, so resuming agrees
+    assert not np.array_equal(first, second)
+    stored = np.asarray(acts.store.read(acts.site), np.float32).reshape(-1, 64)
+    rows = {r.tobytes() for r in stored}
+    assert all(r.tobytes() in rows for r in first)  # exact: rows are copied, not computed
+    with pytest.raises(ValueError, match="resample_pool_rows=100000 exceeds"):
+        lm_sae.resample_pool(acts.store, acts.site, 100_000, seed=0)

@@ -151,3 +151,50 @@ def test_resampling_resets_exactly_the_dead_rows_and_their_adam_moments(arch):
                                0.2 * enc_norms[~dead].mean(), rtol=1e-5)
     assert int(new.last_resample_step) == 77
     np.testing.assert_array_equal(new.steps_since_fired[dead], 0)
+
+
+def test_reconstruction_errors_in_chunks_equal_one_pass():
+    cfg = sae.SAEConfig(d_in=D_IN, d_sae=D_SAE)
+    params = sae.init_sae(jax.random.PRNGKey(1), cfg).params
+    n = 2 * training.RESAMPLE_CHUNK + 37  # three chunks, the last one padded
+    x = jax.random.normal(jax.random.PRNGKey(2), (n, D_IN))
+    direct = jnp.sum((x - sae.relu.forward(params, x, cfg)["x_hat"]) ** 2, -1)
+    np.testing.assert_allclose(training.reconstruction_errors(params, x, cfg), direct,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_resampling_from_a_pool_picks_the_inputs_the_sae_reconstructs_worst():
+    """A pool where one input carries all the reconstruction loss: every dead latent gets that
+    input's direction (p proportional to loss^2), however large the pool (it spans chunks)."""
+    cfg = sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, dead_strategy="resample", batch_size=BATCH,
+                        dead_window_steps=10, resample_pool_rows=9000, b_dec_init="zeros")
+    st = training.init_state(cfg, training.input_statistics([data().batch(0)], cfg), 0)
+    p = dict(st.params, b_enc=jnp.zeros(D_SAE), b_dec=jnp.zeros(D_IN))
+    dead = np.arange(D_SAE) % 3 == 0
+    st = st._replace(params=p, steps_since_fired=jnp.where(jnp.asarray(dead), 10, 0))
+    pool = np.zeros((9000, D_IN), np.float32)  # a zero input is reconstructed exactly (0)
+    pool[7777] = np.linspace(1.0, 2.0, D_IN)
+    new = training.resample_step(cfg, st, jnp.asarray(pool))
+    want = pool[7777] / np.linalg.norm(pool[7777])
+    np.testing.assert_allclose(np.asarray(new.params["W_dec"])[dead],
+                               np.broadcast_to(want, (dead.sum(), D_IN)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(new.params["W_dec"])[~dead],  # exact: copied rows
+                                  np.asarray(st.params["W_dec"])[~dead])
+
+
+def test_pool_resampling_calls_the_pool_once_per_event_and_checks_it():
+    cfg = sae.SAEConfig(**{**BASE, "steps": 40}, dead_strategy="resample",
+                        resample_at=(0.25, 0.5, 0.75), resample_pool_rows=512)
+    with pytest.raises(ValueError, match="resample_pool_rows=512 needs a resample_pool"):
+        sae.train(cfg, data(), progress=False)
+    asked = []
+
+    def pool(event):
+        asked.append(event)
+        return np.concatenate([data().batch(1000 + event), data().batch(2000 + event)])
+
+    sae.train(cfg, data(), progress=False, log_every=40, resample_pool=pool)
+    assert asked == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"resample_pool\(0\) returned shape \(256, 16\), "
+                                         r"expected \(512, 16\)"):
+        sae.train(cfg, data(), progress=False, resample_pool=lambda e: data().batch(e))

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from interp.steering import actadd, sweep, teacher_forced
+from interp.steering import actadd, evaluate, sweep, teacher_forced
 
 SITE = "blocks.1.resid_post"
 CONCEPTS = [teacher_forced.Concept("ab", ("a", "b")), teacher_forced.Concept("x-y", ("x",), ("y", "z"))]
@@ -56,8 +56,13 @@ def test_bad_words_and_shapes_are_refused_by_name(tiny, smol):
     with pytest.raises(ValueError, match="front positions"):
         teacher_forced.concept_logprobs(tiny, SITE, prompts, np.zeros((1, 5, tiny.cfg.d_model)),
                                         CONCEPTS)
-    with pytest.raises(ValueError, match="resid_pre / resid_post"):
-        teacher_forced.resume_layer(tiny, "blocks.1.resid_mid")
+    with pytest.raises(ValueError, match="resid_pre / resid_post site, not resid_mid"):
+        actadd.resume_layer(tiny, "blocks.1.resid_mid")
+    with pytest.raises(ValueError, match="not resid_mid"):  # the delta CE shares the rule
+        evaluate.steered_delta_ce(tiny, "blocks.1.resid_mid", np.zeros((1, 2, tiny.cfg.d_model)),
+                                  prompts)
+    assert actadd.resume_layer(tiny, "blocks.1.resid_pre") == 1
+    assert actadd.resume_layer(tiny, "blocks.1.resid_post") == 2
 
 
 def test_run_curve_and_summary(tiny):

@@ -118,6 +118,25 @@ def training_batches(store, site: str, batch_size: int, steps: int, *, seed: int
         epoch += 1
 
 
+POOL_EPOCH = 2**31  # resampling pools read epochs from here on: an order training never reaches
+
+
+def resample_pool(store, site: str, rows: int, *, seed: int):
+    """`pool(event)`: the first `rows` rows of the store's shuffled epoch POOL_EPOCH + event, a
+    fresh draw of candidate inputs for each resampling event, independent of the training
+    order (Anthropic's pool of held inputs, Towards Monosemanticity 2023)."""
+    if rows > store.num_rows():
+        raise ValueError(f"resample_pool_rows={rows} exceeds the {store.num_rows()} rows the "
+                         "store holds")
+
+    def pool(event: int) -> np.ndarray:
+        # a buffer of 2 x rows: one shuffle of about 2 x rows stored rows makes the pool
+        return next(iter(store.batches(site, rows, seed=seed, epoch=POOL_EPOCH + event,
+                                       buffer_rows=max(2 * rows, 1 << 17))))
+
+    return pool
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
     """A (possibly vmapped) training run: stacked state, per-run configs, history, wall time."""
@@ -169,6 +188,9 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
         return training_batches(acts.store, acts.site, config.batch_size, config.steps,
                                 seed=config.seed)
 
+    pool = (resample_pool(acts.store, acts.site, config.resample_pool_rows, seed=config.seed)
+            if config.resample_pool_rows and config.dead_strategy == "resample" else None)
+
     # One trainer per run: a second process asking for the same run (another notebook, a
     # parallel build) waits here and then reloads the result instead of training it again.
     with open(folder / ".lock", "w") as lock:
@@ -180,14 +202,15 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
         start = time.perf_counter()
         if (folder / "checkpoint.safetensors").exists():
             state, history = sae.resume(folder, data(), log_every=log_every, checkpoint_every=every,
-                                        progress=progress)
+                                        progress=progress, resample_pool=pool)
         elif sweep:
             state, history = sae.train_sweep(config, data(), sweep, log_every=log_every,
                                              checkpoint_dir=folder, checkpoint_every=every,
-                                             progress=progress)
+                                             progress=progress, resample_pool=pool)
         else:
             state, history = sae.train(config, data(), log_every=log_every, checkpoint_dir=folder,
-                                       checkpoint_every=every, progress=progress)
+                                       checkpoint_every=every, progress=progress,
+                                       resample_pool=pool)
         seconds = time.perf_counter() - start
         cache.write_checked_json(done, {"seconds": seconds})
         return TrainedRun(state, configs, history, seconds, False)

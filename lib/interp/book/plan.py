@@ -167,7 +167,8 @@ def ito(p: Mapping) -> Work:
 
 
 GHOST_GRADS_ARMS = 6   # none, resample, ghost, ghost x dead fraction, ghost on all, first K
-RECIPE_ARMS = 8        # baseline and the seven recommendations (book/recipe.ipynb)
+RECIPE_ARMS = 6        # baseline, beta1 = 0.9 and the four other Feb-2024 items (book/recipe.ipynb)
+RECIPE_APRIL_ARMS = 2  # the April-2024 items, with `april_2024_arms`
 
 
 def ghost_grads(p: Mapping) -> Work:
@@ -180,7 +181,8 @@ def ghost_grads(p: Mapping) -> Work:
 
 def recipe(p: Mapping) -> Work:
     per = p["steps"] * p["batch_size"]
-    n = RECIPE_ARMS * len(p["l1_values"]) * len(p["seeds"])
+    arms = RECIPE_ARMS + (RECIPE_APRIL_ARMS if p["april_2024_arms"] else 0)
+    n = arms * len(p["l1_values"]) * len(p["seeds"])
     runs = [Training("recipe arms", p["expansion"] * D_MODEL, per, n)]
     runs += [Training(f"recipe width x{w}", w * D_MODEL, per, 2 * len(p["seeds"]))
              for w in p["width_check_expansions"]]

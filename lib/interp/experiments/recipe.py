@@ -62,6 +62,14 @@ def paired_columns(final_values, n_seeds: int) -> np.ndarray:
     return np.asarray(final_values, float).reshape(n_seeds, 2)
 
 
+def dead_fraction_at(steps_since_fired, window: int) -> np.ndarray:
+    """Per run, the fraction of latents that have not fired for `window` steps, from a
+    (stacked) state's `steps_since_fired` [runs, d_sae]. Arms trained with different dead
+    windows must be counted at one window: each run's own `dead_fraction` uses its own, and a
+    shorter window counts more latents as dead by definition."""
+    return np.mean(np.asarray(steps_since_fired) >= int(window), axis=-1)
+
+
 def stacking(dead_grid: Mapping[tuple, np.ndarray], windows: Sequence[int]) -> dict:
     """Reductions of the dead fraction (per seed) relative to (beta1 0.9, long window) by each
     fix and by both, and the stacking excess: both minus the fix better on the seed mean."""
@@ -78,10 +86,12 @@ def stacking(dead_grid: Mapping[tuple, np.ndarray], windows: Sequence[int]) -> d
 
 
 def effect_text(effect: stats.Effect | None) -> str:
-    """'+0.012 [-0.003, 0.027]' (mean and 95% CI over seeds), or 'no L0 overlap'."""
+    """'+0.012 [-0.003, 0.027], MDE 0.021' (mean, 95% CI over seeds and the smallest effect
+    the run could have detected), or 'no L0 overlap'."""
     if effect is None:
         return "no L0 overlap"
-    return f"{effect.mean:+.3g} [{effect.ci[0]:+.3g}, {effect.ci[1]:+.3g}]"
+    return (f"{effect.mean:+.3g} [{effect.ci[0]:+.3g}, {effect.ci[1]:+.3g}], "
+            f"MDE {effect.mde:.2g}")
 
 
 # ------------------------------------------------------------------ verdicts

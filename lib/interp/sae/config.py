@@ -81,6 +81,10 @@ class SAEConfig:
       dead_window_steps: a latent is dead if it has not fired for this many steps.
       resample_at: resampling events as fractions of `steps`.
       resample_encoder_scale: new encoder row norm = this x mean alive encoder norm (0.2).
+      resample_pool_rows: 0 draws the replacement inputs from the batch of the event's step;
+        n > 0 from a pool of n inputs drawn afresh for each event by the `resample_pool`
+        callable given to `train` (Anthropic, Towards Monosemanticity 2023, sampled 819,200
+        inputs, each with probability proportional to its squared reconstruction loss).
       resample_rewarm_steps, resample_rewarm_start: after each event the LR re-warms from
         start x lr to lr with a cosine over this many steps (GDM).
       aux_k, aux_k_coeff: AuxK uses the top `aux_k` dead latents, weight `aux_k_coeff` (1/32).
@@ -125,6 +129,7 @@ class SAEConfig:
     ghost_all_steps: int | None = None
     resample_at: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     resample_encoder_scale: float = 0.2
+    resample_pool_rows: int = 0
     resample_rewarm_steps: int = 1000
     resample_rewarm_start: float = 0.1
     aux_k: int = 256
@@ -163,7 +168,8 @@ class SAEConfig:
         for name in ("lr_decay_fraction", "resample_rewarm_start", "dense_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(name, "must lie in [0, 1]")
-        for name in ("l1_warmup_steps", "lr_warmup_steps", "resample_rewarm_steps"):
+        for name in ("l1_warmup_steps", "lr_warmup_steps", "resample_rewarm_steps",
+                     "resample_pool_rows"):
             if int(getattr(self, name)) < 0:
                 bad(name, "must be >= 0")
         for name in ("batch_size", "steps", "dead_window_steps", "norm_estimation_batches",

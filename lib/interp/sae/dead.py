@@ -80,15 +80,16 @@ def auxk_loss(params, x, z, x_hat, dead, cfg: SAEConfig):
     return jnp.where(jnp.any(dead), jnp.mean(per_example), 0.0)
 
 
-def resample(params, adam_m, adam_v, dead, x, x_hat, key, cfg: SAEConfig):
-    """Anthropic neuron resampling (Towards Monosemanticity, 2023) on one batch `x` (in training units):
-    draw one input per dead latent with probability proportional to its squared
-    reconstruction loss; set d_i = x~/||x~|| (times the initial norm for non-unit decoders),
+def resample(params, adam_m, adam_v, dead, x, loss, key, cfg: SAEConfig):
+    """Anthropic neuron resampling (Towards Monosemanticity, 2023) from candidate inputs `x` (in
+    training units; the step's batch or a larger pool) whose squared reconstruction errors are
+    `loss`: draw one input per dead latent with probability proportional to loss ** 2 (the
+    square of the autoencoder's loss on it); set d_i = x~/||x~|| (times the initial norm for
+    non-unit decoders),
     encoder column = d_i * resample_encoder_scale * mean alive encoder norm, the latent's
     biases (and gated r_mag) = 0, and zero the Adam moments of every touched entry.
     Returns (params, adam_m, adam_v)."""
     arch = registry.get(cfg.architecture)
-    loss = jnp.sum((x - x_hat) ** 2, axis=-1)
     p = loss**2
     p = jnp.where(jnp.sum(p) > 0, p / jnp.sum(p), jnp.full_like(p, 1.0 / p.shape[0]))
     idx = jax.random.choice(key, x.shape[0], shape=(cfg.d_sae,), p=p, replace=True)

@@ -133,14 +133,31 @@ def train_step(cfg: SAEConfig, state: TrainState, x, hyper: dict) -> TrainState:
     )
 
 
+RESAMPLE_CHUNK = 4096  # candidate rows encoded at once: bounds a pool's memory, not its size
+
+
+def reconstruction_errors(params, x, cfg: SAEConfig):
+    """||x - x_hat||^2 per row (training units), `RESAMPLE_CHUNK` rows at a time."""
+    arch = registry.get(cfg.architecture)
+
+    def errors(rows):
+        return jnp.sum((rows - common.decode(params, arch.encode(params, rows, cfg))) ** 2, -1)
+
+    n = x.shape[0]
+    if n <= RESAMPLE_CHUNK:
+        return errors(x)
+    chunks = jnp.pad(x, ((0, -n % RESAMPLE_CHUNK), (0, 0))).reshape(-1, RESAMPLE_CHUNK, x.shape[1])
+    return jax.lax.map(errors, chunks).reshape(-1)[:n]
+
+
 def resample_step(cfg: SAEConfig, state: TrainState, x) -> TrainState:
-    """A resampling event on batch x (raw units), after the step that used it."""
+    """A resampling event, after the step it follows, with candidates x (raw units): the
+    step's batch, or a pool of `cfg.resample_pool_rows` inputs."""
     x = x.astype(jnp.float32) * state.input_scale
     dead = state.steps_since_fired >= cfg.dead_window_steps
-    arch = registry.get(cfg.architecture)
-    x_hat = common.decode(state.params, arch.encode(state.params, x, cfg))
+    loss = reconstruction_errors(state.params, x, cfg)
     rng, key = jax.random.split(state.rng)
-    params, m, v = dead_lib.resample(state.params, state.adam_m, state.adam_v, dead, x, x_hat,
+    params, m, v = dead_lib.resample(state.params, state.adam_m, state.adam_v, dead, x, loss,
                                      key, cfg)
     return state._replace(
         params=params, adam_m=m, adam_v=v, rng=rng,
@@ -259,10 +276,27 @@ def _save(checkpoint_dir, state, cfg, history, sweep) -> Path:
     return path
 
 
+def _resample_candidates(cfg: SAEConfig, x, resample_pool, event: int):
+    """The inputs resampling event `event` draws from: the step's batch `x`, or (with
+    `cfg.resample_pool_rows`) `resample_pool(event)`, checked."""
+    if not cfg.resample_pool_rows:
+        return x
+    pool = resample_pool(event)
+    shape = getattr(pool, "shape", None)
+    if shape != (cfg.resample_pool_rows, cfg.d_in):
+        raise ValueError(f"resample_pool({event}) returned shape {shape}, expected "
+                         f"({cfg.resample_pool_rows}, {cfg.d_in}) (resample_pool_rows, d_in)")
+    return jnp.asarray(pool, jnp.float32)
+
+
 def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, checkpoint_every,
-         progress, sweep, desc, stop_after=None):
+         progress, sweep, desc, stop_after=None, resample_pool=None):
     rows = _local_rows(cfg, runner.mesh)
-    resample_steps = set(cfg.resample_steps())
+    resample_steps = sorted(cfg.resample_steps())
+    if resample_steps and cfg.resample_pool_rows and resample_pool is None:
+        raise ValueError(f"SAEConfig.resample_pool_rows={cfg.resample_pool_rows} needs a "
+                         "resample_pool callable (event index -> array of that many inputs); "
+                         "lm_sae.train_cached passes one drawn from the store")
     start = int(np.max(np.asarray(state.step)))
     last_good = None
     with tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress) as bar:
@@ -279,7 +313,9 @@ def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, c
             state = runner.step(state, x, hyper)
             done = step + 1
             if done in resample_steps:
-                state = runner.resample(state, x)
+                candidates = _resample_candidates(cfg, x, resample_pool,
+                                                  resample_steps.index(done))
+                state = runner.resample(state, candidates)
             if done % log_every == 0 or done == end:
                 summary = jax.device_get(runner.summary(state))
                 _raise_if_nonfinite(state, last_good, sweep)
@@ -362,7 +398,7 @@ def _start(cfg: SAEConfig, batches, mesh=None):
 def train(config: SAEConfig, batches: Iterable, *, log_every: int = 100,
           checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
           progress: bool = True, mesh=None, state: TrainState | None = None,
-          stop_after: int | None = None) -> tuple[TrainState, dict]:
+          stop_after: int | None = None, resample_pool=None) -> tuple[TrainState, dict]:
     """Train one SAE for `config.steps` steps on `batches` (arrays of shape (batch_size, d_in)).
 
     Returns (state, history): `to_sae(state, config)` is the trained SAE; history maps each of
@@ -372,6 +408,8 @@ def train(config: SAEConfig, batches: Iterable, *, log_every: int = 100,
     `sharding.make_mesh`) shards the batch and the latent dimension over devices. `state`
     starts from a given state (e.g. an edited `init_state`) instead of a fresh one.
     `stop_after` ends the run early at that step (checkpointed; `resume` finishes it).
+    `resample_pool(event)` returns the candidate inputs of resampling event 0, 1, ... when
+    `config.resample_pool_rows` > 0 (deterministic in `event`, so a resumed run draws the same).
 
     Under jax.distributed (`interp.distributed`) `mesh` spans every process's devices and each
     process's `batches` hold only its rows of each batch (`sharding.local_rows`)."""
@@ -386,7 +424,7 @@ def train(config: SAEConfig, batches: Iterable, *, log_every: int = 100,
     return _run(config, runner_for(config, False, mesh), state, config_hyper(config), it, {},
                 log_every=log_every, checkpoint_dir=checkpoint_dir,
                 checkpoint_every=checkpoint_every, progress=progress, sweep=None, desc="SAE",
-                stop_after=stop_after)
+                stop_after=stop_after, resample_pool=resample_pool)
 
 
 def config_hyper(config: SAEConfig) -> dict:
@@ -400,8 +438,8 @@ def stacked_hyper(configs: list[SAEConfig]) -> dict:
 
 def train_sweep(config: SAEConfig, batches: Iterable, sweep: dict[str, list], *,
                 log_every: int = 100, checkpoint_dir: str | Path | None = None,
-                checkpoint_every: int | None = None, progress: bool = True
-                ) -> tuple[TrainState, dict]:
+                checkpoint_every: int | None = None, progress: bool = True,
+                resample_pool=None) -> tuple[TrainState, dict]:
     """Train len(values) SAEs at once, one per entry of `sweep` (e.g. {"l1_coeff": [...]}) on
     the same batches, as one jitted, vmapped step over stacked states. Returns the stacked
     state (`sweep_member(state, i)` for run i) and a history whose entries are lists of
@@ -414,12 +452,13 @@ def train_sweep(config: SAEConfig, batches: Iterable, sweep: dict[str, list], *,
     return _run(config, runner_for(config, True), state, stacked_hyper(configs), it, {},
                 log_every=log_every, checkpoint_dir=checkpoint_dir,
                 checkpoint_every=checkpoint_every, progress=progress,
-                sweep={k: list(v) for k, v in sweep.items()}, desc=f"SAE sweep x{len(configs)}")
+                sweep={k: list(v) for k, v in sweep.items()}, desc=f"SAE sweep x{len(configs)}",
+                resample_pool=resample_pool)
 
 
 def resume(checkpoint_dir: str | Path, batches: Iterable, *, log_every: int = 100,
            checkpoint_every: int | None = None, progress: bool = True, mesh=None,
-           steps: int | None = None) -> tuple[TrainState, dict]:
+           steps: int | None = None, resample_pool=None) -> tuple[TrainState, dict]:
     """Continue a run from its checkpoint. `batches` must replay the run's data from the start
     (it is advanced past the batches already used, or `seek`-ed if it has a `seek` method).
     `steps` optionally extends the run. Ends with the same parameters as an uninterrupted run."""
@@ -441,4 +480,5 @@ def resume(checkpoint_dir: str | Path, batches: Iterable, *, log_every: int = 10
                     state = sharding.shard_state(state, config, mesh)
     return _run(config, runner, state, hyper, it, history, log_every=log_every,
                 checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                progress=progress, sweep=sweep, desc="SAE (resumed)")
+                progress=progress, sweep=sweep, desc="SAE (resumed)",
+                resample_pool=resample_pool)

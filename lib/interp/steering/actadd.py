@@ -97,6 +97,16 @@ def residual_site(model, site: str | Site) -> Site:
     return parsed
 
 
+def resume_layer(model, site: str) -> int:
+    """The layer whose input is the site's residual (resid_pre l -> l, resid_post l -> l + 1):
+    where a forward restarted from a steered residual resumes. resid_mid has no such layer."""
+    name, layer = residual_site(model, site)
+    if name == "resid_mid":
+        raise ValueError(f"steering site {site!r}: a forward can resume only after a "
+                         "resid_pre / resid_post site, not resid_mid")
+    return layer if name == "resid_pre" else layer + 1
+
+
 def residuals(model, site: str, ids_batch) -> jax.Array:
     """The value at `site` for each sequence of an equal-length batch: [B, T, d]."""
     name, layer = residual_site(model, site)

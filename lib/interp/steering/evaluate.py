@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import hooks
-from interp.steering.actadd import residual_site
+from interp.steering.actadd import resume_layer
 
 
 @functools.partial(jax.jit, static_argnames=("model", "start"))
@@ -30,10 +30,7 @@ def steered_delta_ce(model, site: str, deltas, tokens, *, batch_size: int = 16) 
     each steering delta [K, P, d] added at positions 0..P-1 of every context: [K] nats/token.
 
     The model runs once up to the site and is restarted after it for every delta (cheap)."""
-    name, layer = residual_site(model, site)
-    if name == "resid_mid":
-        raise ValueError("steered_delta_ce supports resid_pre / resid_post sites")
-    start = layer if name == "resid_pre" else layer + 1
+    start = resume_layer(model, site)
     tokens = jnp.asarray(tokens, jnp.int32)
     deltas = jnp.asarray(deltas, jnp.float32)
     if deltas.ndim == 2:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from interp.steering.actadd import residual_site
+from interp.steering.actadd import resume_layer
 from interp.steering.evaluate import steered_delta_ce
 
 
@@ -76,14 +76,6 @@ def _last_position_logprobs(model, params, resid, ids, start):
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)          # [B, V]
     picked = jnp.where(ids[None] >= 0, logp[:, jnp.maximum(ids, 0)], -jnp.inf)  # [B, S, W]
     return jax.scipy.special.logsumexp(picked, axis=-1)                       # [B, S]
-
-
-def resume_layer(model, site: str) -> int:
-    """The layer whose input is the site's residual (resid_pre l -> l, resid_post l -> l + 1)."""
-    name, layer = residual_site(model, site)
-    if name == "resid_mid":
-        raise ValueError("teacher-forced steering supports resid_pre / resid_post sites")
-    return layer if name == "resid_pre" else layer + 1
 
 
 def concept_logprobs(model, site: str, prompts, deltas, concepts: Sequence[Concept], *,
