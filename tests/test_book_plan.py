@@ -30,11 +30,11 @@ def test_the_cpu_profile_fits_its_budget():
 def test_shared_stores_and_saes_are_paid_once_in_build_order():
     plans = {p.page: p for p in plan.plan(profile_pages("cpu"))}
     ref = plans["reference_sae"]
-    assert ref.new_stores == ((plan.REFERENCE_SITE, 250_000),)
+    assert ref.new_stores == (("smollm2-135m blocks.6.resid_post", 250_000),)
     assert [t.key for t in ref.new_training] == [plan._reference(dict(
         n_tokens=250_000, expansion=4, l1_coeff=0.004, batch_size=1024, epochs=2.0)).key]
     # steering reuses the reference store and SAE; its chosen layer's store and SAE are new
-    assert plans["steering"].new_stores == (("chosen layer", 250_000),)
+    assert plans["steering"].new_stores == (("smollm2-135m chosen layer", 250_000),)
     assert [t.d_sae for t in plans["steering"].new_training] == [8 * plan.D_MODEL]
     # auto-interp reuses the reference SAE and the ITO sweep: only its top-k SAE is new
     assert [t.key.split()[0] for t in plans["autointerp"].new_training] == ["a5"]
@@ -47,7 +47,9 @@ def test_counts_follow_the_parameters():
     base = plan.ghost_grads(gg)
     doubled = plan.ghost_grads({**gg, "steps": 2 * gg["steps"]})
     assert doubled.training[0].activations == 2 * base.training[0].activations
-    assert base.training[0].n_saes == plan.GHOST_GRADS_ARMS * len(gg["l1_coeffs"]) * len(gg["seeds"])
+    assert base.training[0].n_saes == 5 * len(gg["l1_coeffs"]) * len(gg["seeds"])
+    always = plan.ghost_grads({**gg, "always_on_arm": True}).training[0].n_saes
+    assert always == 6 * len(gg["l1_coeffs"]) * len(gg["seeds"])
     assert base.spliced_tokens == base.training[0].n_saes * gg["eval_contexts"] * plan.CONTEXT
     rc = pages["recipe"]
     frontier = {a: plan.recipe({**rc, "april_2024_arms": a}).training[0] for a in (False, True)}
@@ -88,3 +90,18 @@ def test_dry_run_prints_the_plan_and_executes_nothing(capsys):
         assert page in out
     assert main(["--root", str(FIXTURE), "build", "--profile", "cpu", "--dry-run"]) == 2
     assert "no compute plan for page 'good'" in capsys.readouterr().err
+
+
+def test_the_model_and_site_parameters_reach_the_plan():
+    pages = dict(profile_pages("cpu"))
+    gg = pages["ghost_grads"]
+    gemma = plan.ghost_grads({**gg, "model": "gemma3-270m"})
+    assert gemma.training[0].d_sae == gg["expansion"] * 640
+    assert gemma.stores == (("gemma3-270m blocks.6.resid_post", gg["n_tokens"]),)
+    # another site is another store, and the reference SAE on it another SAE
+    rs = pages["reference_sae"]
+    other = {**rs, "site": "blocks.3.resid_post"}
+    assert plan.reference_sae(other).stores != plan.reference_sae(rs).stores
+    assert plan._reference(other).key != plan._reference(rs).key
+    with pytest.raises(ValueError, match="no compute plan for model 'gpt2'"):
+        plan.ghost_grads({**gg, "model": "gpt2"})

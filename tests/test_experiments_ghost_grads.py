@@ -133,3 +133,16 @@ def test_a_resampling_baseline_worse_than_no_fix_makes_g2_and_g3_inconclusive():
         assert broken[cid].reason.startswith("by rule: the resampling baseline is worse"), cid
         assert broken[cid].effect["mean"] == pytest.approx(np.mean(PLANT_UP))
     assert broken["G-1"].verdict == sound["G-1"].verdict  # the gate touches G-2 and G-3 only
+
+
+def test_the_always_on_arm_is_optional_and_only_adds_to_g4s_record():
+    full = _all([0.0, 0.0, 0.0], {("ghost", "ghost on all, first K", "loss_recovered"): PLANT_UP})
+    with_arm = _verdicts(full)["G-4"]
+    assert "loss recovered, all (always) - ghost" in with_arm.numbers
+    without = {k: v for k, v in full.items() if "ghost on all" not in k}
+    g4 = _verdicts(without)["G-4"]
+    assert g4.verdict == with_arm.verdict == "reproduced"
+    assert g4.effect == with_arm.effect and "loss recovered, all (always) - ghost" not in g4.numbers
+    # matched_comparisons skips the pairs of an arm that was not trained
+    res = {"none": None, "ghost": None}
+    assert gg.matched_comparisons(res, 3, pairs=[("none", "ghost on all")]) == {}

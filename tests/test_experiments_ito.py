@@ -11,6 +11,7 @@ import pytest
 
 from interp import claims, hooks, ito, lm_sae, models
 from interp.experiments import ito as ex
+from interp import sae, stats
 from interp.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTED, REPRODUCED
 
 N_BOOT = 10_000  # the cpu profile's: Holm across SAEs needs p-values below 0.05 / n_sae
@@ -194,9 +195,28 @@ RULES = dict(max_time_ratio=1.25, claim_max_topk=4, min_speedup=1.5, max_rel_cos
              max_fvu_increase=0.01, min_l0_fraction=0.2)
 
 
+def _sweeps(quality, alive_quality, train_l0, x, rng, n_seeds):
+    """One `SweepDictionaries` per seed from planted frontiers (quality jittered by 2% per
+    seed); alive_quality=None leaves the alive-atom control out."""
+    out = []
+    for _ in range(n_seeds):
+        jitter = rng.uniform(0.98, 1.02, len(quality))
+        pairs = ex.dictionary_pairs(train_l0, _fronts(np.asarray(quality) * jitter, train_l0,
+                                                      x, rng), x)
+        alive = None if alive_quality is None else ex.dictionary_pairs(
+            train_l0, _fronts(np.asarray(alive_quality) * jitter, train_l0, x, rng), x)
+        out.append(ex.SweepDictionaries(train_l0, pairs, alive, np.full(len(quality), 100)))
+    return out
+
+
+def _fronts(quality, train_l0, x, rng):
+    return [ex.FrontierErrors(f.ks, f.l0, np.resize(f.sq_err, (len(f.ks), len(x))))
+            for f in _planted_fronts(quality, train_l0, rng)]
+
+
 def _results(*, ito_shift=0.0, n_ctx=N_CTX, n_sae=5, quality_slope=0.5, exact_shift=-0.3,
              exact_time=1.0, repeats=4, topk_time=0.3, topk_cost=0.02, prune_fraction=0.4,
-             null_contexts=False, quality=None, seed=0):
+             null_contexts=False, quality=None, seed=0, n_seeds=3, alive_quality="same"):
     """Synthetic results with planted effects:
     ito_shift: ITO's per-row error minus the encoder's (and the rescaled encoder's) (< 0: ITO
     better); quality_slope: each decoder's error is exp(-slope * rank) (> 0: higher-L0 decoders
@@ -204,7 +224,9 @@ def _results(*, ito_shift=0.0, n_ctx=N_CTX, n_sae=5, quality_slope=0.5, exact_sh
     over the fixed step's; topk_time / topk_cost: m=4's seconds and relative error over m=1's;
     prune_fraction: the share of L0 removable at no FVU cost; quality: each decoder's error
     factor (overrides quality_slope). null_contexts: ITO's error differs
-    from the encoder's by +-1 on alternate contexts (mean exactly 0)."""
+    from the encoder's by +-1 on alternate contexts (mean exactly 0). n_seeds: sweeps for I2,
+    whose alive-atom control plants `alive_quality` ("same": as the whole decoders; None: the
+    control is not run)."""
     rng = np.random.default_rng(seed)
     n = n_ctx * ROWS_PER_CTX
     x = rng.normal(size=(n, 4))
@@ -215,8 +237,9 @@ def _results(*, ito_shift=0.0, n_ctx=N_CTX, n_sae=5, quality_slope=0.5, exact_sh
     ito_err = enc + shift + rng.normal(0, 0.01, enc.shape) * (not null_contexts)
     if quality is None:
         quality = np.exp(-quality_slope * np.arange(n_sae))
-    fronts = _planted_fronts(quality, train_l0, rng)
-    fronts = [ex.FrontierErrors(f.ks, f.l0, np.resize(f.sq_err, (len(f.ks), n))) for f in fronts]
+    fronts = _fronts(quality, train_l0, x, rng)
+    alive_quality = quality if isinstance(alive_quality, str) else alive_quality
+    sweeps = _sweeps(quality, alive_quality, train_l0, x, rng, n_seeds)
     base = rng.uniform(1.0, 2.0, n)
     jitter = rng.uniform(0.97, 1.03, (4, repeats))
     prune = {"threshold": np.array([0.0, 0.01, 0.1]), "fvu": np.array([0.1, 0.1, 0.5]),
@@ -228,7 +251,8 @@ def _results(*, ito_shift=0.0, n_ctx=N_CTX, n_sae=5, quality_slope=0.5, exact_sh
         step_times={"exact": exact_time * jitter[0], 0.1: jitter[1], 0.4: jitter[1]},
         step_k=8, topk_err={1: base, 4: base * (1 + topk_cost)},
         topk_times={1: jitter[2], 4: topk_time * jitter[3]}, topk_k=16,
-        pruning=[{**prune, "l0": prune["l0"] * rng.uniform(0.9, 1.1)} for _ in range(n_sae)])
+        pruning=[{**prune, "l0": prune["l0"] * rng.uniform(0.9, 1.1)} for _ in range(n_sae)],
+        sweeps=sweeps)
 
 
 def _verdicts(r, n_boot=N_BOOT):
@@ -242,8 +266,11 @@ def test_planted_effects_are_reproduced_with_sources_and_timing_marks():
     assert [out[k].source for k in out] == ["post", "post"] + ["exploratory"] * 4
     assert out["I1"].rule == "all_parts" and len(out["I1"].effect["parts"]) == 5
     assert out["I1"].effect["parts"]["SAE 0 (training L0 4.0)"]["n"] == N_CTX
-    assert out["I2"].effect["n"] == 4  # 5 SAEs: 4 adjacent pairs, the unit is the SAE
-    assert out["I2"].effect["method"] == "bootstrap over items"
+    # the unit of I2 is the trained sweep: t over 3 seeds, for all atoms and alive atoms only
+    assert out["I2"].rule == "all_parts"
+    assert set(out["I2"].effect["parts"]) == {"all atoms", "alive atoms only"}
+    assert all(v["n"] == 3 and v["method"] == stats.T_OVER_SEEDS
+               for v in out["I2"].effect["parts"].values())
     assert out["I6"].effect["threshold"] == 0.2 and out["I6"].effect["n"] == 5
     for cid in ("I4", "I5"):
         assert "timing" in out[cid].numbers
@@ -264,17 +291,38 @@ def test_null_effects_are_inconclusive():
                  exact_time=1.25, topk_time=1 / 1.5, topk_cost=0.1, prune_fraction=0.2)
     out = _verdicts(r)
     assert {k: c.verdict for k, c in out.items()} == dict.fromkeys(out, INCONCLUSIVE)
-    assert abs(out["I2"].effect["mean"]) < 0.01
+    assert all(abs(v["mean"]) < 0.01 for v in out["I2"].effect["parts"].values())
 
 
 def test_too_few_replications_are_inconclusive():
-    # 2 held-out contexts per SAE (I1, I3), 3 SAEs = 2 pairs (I2), 2 timing repeats (I4, I5),
-    # 2 SAEs pruned (I6): every claim is inconclusive however large the planted effect
-    r = _results(ito_shift=-0.5, n_ctx=2, n_sae=3, repeats=2)
+    # 2 held-out contexts per SAE (I1, I3), 2 seeds of the sweep (I2), 2 timing repeats (I4,
+    # I5), 2 SAEs pruned (I6): every claim is inconclusive however large the planted effect
+    r = _results(ito_shift=-0.5, n_ctx=2, n_sae=3, repeats=2, n_seeds=2)
     r.pruning = r.pruning[:2]
     out = _verdicts(r)
     assert {k: c.verdict for k, c in out.items()} == dict.fromkeys(out, INCONCLUSIVE)
-    assert out["I2"].effect["n"] == 2
+    assert out["I2"].effect["parts"]["all atoms"]["n"] == 2
+
+
+def test_i2_needs_the_alive_atom_control_to_agree():
+    # whole decoders: higher L0 better; restricted to alive atoms: reliably worse
+    out = _verdicts(_results(ito_shift=-0.5, alive_quality=np.exp(0.5 * np.arange(5))))
+    assert out["I2"].verdict == NOT_REPRODUCED
+    # alive atoms tell nothing (alternately better and worse): inconclusive, not reproduced
+    out = _verdicts(_results(ito_shift=-0.5, alive_quality=[1.0, 1.2, 1.0, 1.2, 1.0]))
+    assert out["I2"].verdict == INCONCLUSIVE
+    # without the control the whole decoders decide, by the directional rule
+    out = _verdicts(_results(ito_shift=-0.5, alive_quality=None))
+    assert out["I2"].verdict == REPRODUCED and out["I2"].rule == "directional"
+    assert out["I2"].effect["n"] == 3
+
+
+def test_i2_ks_stop_where_the_claim_stops_reading():
+    l0 = [100.0, 59.3, 33.2, 4.9]
+    assert max(ex.i2_ks([2, 4, 64], l0, 1, 1152)) == 64  # own L0 59.3 -> k 64
+    assert max(ex.i2_ks([2, 4, 64], l0, 0, 1152)) == 64  # the top SAE: its lower neighbour's
+    assert max(ex.i2_ks([2, 4, 64], l0, 3, 1152)) == 7   # ceil(4.9 * 1.05) + 1
+    assert ex.i2_ks([2, 4, 64], l0, 2, 1152) == [2, 4, 7, 36]
 
 
 def test_missing_ingredients_are_not_tested_with_a_reason():
@@ -286,7 +334,9 @@ def test_missing_ingredients_are_not_tested_with_a_reason():
     out = _verdicts(r)
     for cid in ("I1", "I3", "I4", "I6"):
         assert out[cid].verdict == NOT_TESTED and out[cid].reason, cid
-    assert out["I2"].verdict == REPRODUCED  # the frontiers alone decide it
+    assert out["I2"].verdict == REPRODUCED  # the sweeps' frontiers alone decide it
+    r.sweeps = []
+    assert ex.judge_i2(r, n_boot=N_BOOT, seed=0).verdict == NOT_TESTED
 
 
 def test_i5_needs_a_declared_max_topk_from_the_sweep():
@@ -300,3 +350,26 @@ def test_verdicts_are_recorded_for_the_claims_page():
     claims._recorded.clear()
     _verdicts(_results(ito_shift=-0.5))
     assert [c.claim_id for c in claims.recorded()] == ["I1", "I2", "I3", "I4", "I5", "I6"]
+
+
+def test_sweep_dictionaries_restricts_decoders_with_dead_atoms_to_their_live_ones():
+    cfg = sae.SAEConfig(d_in=8, d_sae=32)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    models = []
+    for seed, n_dead in ((0, 8), (1, 0)):
+        m = sae.init_sae(jax.random.PRNGKey(seed), cfg)
+        b = np.zeros(32, np.float32)
+        b[:n_dead] = -100.0  # never positive: dead on every row
+        models.append(sae.SAE(dict(m.params, b_enc=jnp.asarray(b) + 0.5), cfg))
+    out = ex.sweep_dictionaries(models, x, [2, 4], batch_size=16)
+    assert out.n_alive.tolist() == [24, 32]
+    l0 = out.train_l0
+    full = [ex.pursuit_frontier(m.params["W_dec"], x, ex.i2_ks([2, 4], l0, i, 32),
+                                bias=m.params["b_dec"]) for i, m in enumerate(models)]
+    live = [ex.pursuit_frontier(models[0].params["W_dec"][8:], x, ex.i2_ks([2, 4], l0, 0, 32),
+                                bias=models[0].params["b_dec"]), full[1]]
+    for got, want in ((out.pairs, ex.dictionary_pairs(l0, full, x)),
+                      (out.alive_pairs, ex.dictionary_pairs(l0, live, x))):
+        np.testing.assert_allclose([p["log_gain"] for p in got], [p["log_gain"] for p in want],
+                                   rtol=1e-5, atol=1e-6)
+    assert ex.sweep_dictionaries(models, x, [2, 4], alive_control=False).alive_pairs is None

@@ -19,9 +19,26 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-D_MODEL = 576           # SmolLM2-135M, the model of every LM page
+D_MODELS = {"smollm2-135m": 576, "gemma3-270m": 640}  # the LM pages' `model` choices
+D_MODEL = D_MODELS["smollm2-135m"]  # the default model's
 CONTEXT = 128           # stored contexts (BOS + 127 activations)
-REFERENCE_SITE = "blocks.6.resid_post"
+REFERENCE_SITE = "blocks.6.resid_post"  # the default `site`
+
+
+def _model(p: Mapping) -> str:
+    model = p.get("model", "smollm2-135m")
+    if model not in D_MODELS:
+        raise ValueError(f"no compute plan for model {model!r}; known: {sorted(D_MODELS)}")
+    return model
+
+
+def _d_model(p: Mapping) -> int:
+    return D_MODELS[_model(p)]
+
+
+def _store(p: Mapping) -> tuple[str, int]:
+    """The page's shared store: (model and site, tokens); pages asking for the same share it."""
+    return f"{_model(p)} {p.get('site', REFERENCE_SITE)}", p["n_tokens"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +134,13 @@ def _epochs_activations(n_tokens: int, batch_size: int, epochs: float) -> int:
 
 
 def _reference(p: Mapping) -> Training:
-    key = ("reference", p["n_tokens"], p["expansion"], p["l1_coeff"], p["batch_size"],
-           p["epochs"])
-    return Training(repr(key), p["expansion"] * D_MODEL,
+    key = ("reference", _store(p), p["expansion"], p["l1_coeff"], p["batch_size"], p["epochs"])
+    return Training(repr(key), p["expansion"] * _d_model(p),
                     _epochs_activations(p["n_tokens"], p["batch_size"], p["epochs"]))
 
 
 def reference_sae(p: Mapping) -> Work:
-    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=(_reference(p),),
+    return Work(stores=(_store(p),), training=(_reference(p),),
                 spliced_tokens=p["eval_contexts"] * CONTEXT,
                 forward_tokens=p["heldout_contexts"] * CONTEXT)
 
@@ -141,40 +157,50 @@ def steering(p: Mapping) -> Work:
                + variant_points * p["n_test_prompts"] * p["prompt_len"]
                + importance_points * (p["n_select_prompts"] + p["n_test_prompts"]) * p["prompt_len"]
                + (variant_points + 2 * importance_points) * cost_tokens)
-    steer = Training(repr(("steering", p["n_tokens"], p["steer_expansion"], p["l1_coeff"],
-                           p["batch_size"], p["epochs"])), p["steer_expansion"] * D_MODEL,
+    steer = Training(repr(("steering", _store(p), p["steer_expansion"], p["l1_coeff"],
+                           p["batch_size"], p["epochs"])), p["steer_expansion"] * _d_model(p),
                      _epochs_activations(p["n_tokens"], p["batch_size"], p["epochs"]))
-    return Work(stores=((REFERENCE_SITE, p["n_tokens"]), ("chosen layer", p["n_tokens"])),
+    return Work(stores=(_store(p), (f"{_model(p)} chosen layer", p["n_tokens"])),
                 training=(_reference(p), steer), spliced_tokens=2 * p["cost_contexts"] * CONTEXT,
                 forward_tokens=forward)
 
 
-def _ito_sweep(n_tokens, expansion, batch_size, epochs, l1_coeffs) -> Training:
-    key = ("ito sweep", n_tokens, expansion, batch_size, epochs, tuple(l1_coeffs))
-    return Training(repr(key), expansion * D_MODEL,
-                    _epochs_activations(n_tokens, batch_size, epochs), len(l1_coeffs))
+def _ito_sweep(p: Mapping, expansion, batch_size, epochs, l1_coeffs) -> Training:
+    key = ("ito sweep", _store(p), expansion, batch_size, epochs, tuple(l1_coeffs))
+    return Training(repr(key), expansion * _d_model(p),
+                    _epochs_activations(p["n_tokens"], batch_size, epochs), len(l1_coeffs))
+
+
+# Pursuit work of claim I2 on a further seed's sweep, relative to the main sweep's frontiers:
+# each decoder runs only to its own training L0 (`ito.i2_ks`), about half the main k range.
+I2_PURSUIT_SHARE = 0.5
 
 
 def ito(p: Mapping) -> Work:
-    sweep = _ito_sweep(p["n_tokens"], p["expansion"], p["batch_size"], p["epochs"],
-                       p["l1_coeffs"])
+    sweep = _ito_sweep(p, p["expansion"], p["batch_size"], p["epochs"], p["l1_coeffs"])
+    extra = [Training(f"ito sweep seed {s} " + sweep.key, sweep.d_sae, sweep.activations,
+                      sweep.n_saes) for s in p["i2_extra_seeds"]]
     rows = p["heldout_contexts"] * (CONTEXT - 1)
     atoms = sweep.d_sae / 4608
     pursuit = rows * max(p["test_ks"]) * len(p["l1_coeffs"]) * atoms
-    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=(sweep,),
+    # the further seeds' frontiers, and the alive-atom control's on every seed
+    share = I2_PURSUIT_SHARE * (len(extra) + (1 + len(extra)) * p["i2_alive_control"])
+    pursuit *= 1 + share
+    return Work(stores=(_store(p),), training=(sweep, *extra),
                 spliced_tokens=p["ce_decoders"] * (1 + len(p["ce_ks"])) * p["ce_contexts"] * CONTEXT,
                 pursuit_iterations=int(pursuit))
 
 
-GHOST_GRADS_ARMS = 6   # none, resample, ghost, ghost x dead fraction, ghost on all, first K
+GHOST_GRADS_ARMS = 5   # none, resample, ghost, ghost x dead fraction, ghost on all for the first K
+# steps; plus "ghost on all" at every step with `always_on_arm`
 RECIPE_ARMS = 6        # baseline, beta1 = 0.9 and the four other Feb-2024 items (book/recipe.ipynb)
 RECIPE_APRIL_ARMS = 2  # the April-2024 items, with `april_2024_arms`
 
 
 def ghost_grads(p: Mapping) -> Work:
-    n = GHOST_GRADS_ARMS * len(p["l1_coeffs"]) * len(p["seeds"])
-    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),),
-                training=(Training("ghost_grads", p["expansion"] * D_MODEL,
+    n = (GHOST_GRADS_ARMS + bool(p["always_on_arm"])) * len(p["l1_coeffs"]) * len(p["seeds"])
+    return Work(stores=(_store(p),),
+                training=(Training("ghost_grads", p["expansion"] * _d_model(p),
                                    p["steps"] * p["batch_size"], n),),
                 spliced_tokens=n * p["eval_contexts"] * CONTEXT)
 
@@ -183,26 +209,25 @@ def recipe(p: Mapping) -> Work:
     per = p["steps"] * p["batch_size"]
     arms = RECIPE_ARMS + (RECIPE_APRIL_ARMS if p["april_2024_arms"] else 0)
     n = arms * len(p["l1_values"]) * len(p["seeds"])
-    runs = [Training("recipe arms", p["expansion"] * D_MODEL, per, n)]
-    runs += [Training(f"recipe width x{w}", w * D_MODEL, per, 2 * len(p["seeds"]))
+    runs = [Training("recipe arms", p["expansion"] * _d_model(p), per, n)]
+    runs += [Training(f"recipe width x{w}", w * _d_model(p), per, 2 * len(p["seeds"]))
              for w in p["width_check_expansions"]]
     if p["stacking_check"]:
-        runs.append(Training("recipe stacking", p["expansion"] * D_MODEL, per,
+        runs.append(Training("recipe stacking", p["expansion"] * _d_model(p), per,
                              2 * len(p["stacking_windows"]) * len(p["seeds"])))
-    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=tuple(runs),
+    return Work(stores=(_store(p),), training=tuple(runs),
                 spliced_tokens=n * p["eval_contexts"] * p["eval_context_len"])
 
 
 def autointerp(p: Mapping) -> Work:
-    runs = [_reference(p), _ito_sweep(p["n_tokens"], p["l0_sweep_expansion"],
-                                      p["l0_sweep_batch_size"], p["l0_sweep_epochs"],
-                                      p["l0_sweep_l1_coeffs"])]
+    runs = [_reference(p), _ito_sweep(p, p["l0_sweep_expansion"], p["l0_sweep_batch_size"],
+                                      p["l0_sweep_epochs"], p["l0_sweep_l1_coeffs"])]
     spliced = 0
     if p["a5_topk"]:
         ref = _reference(p)
         runs.append(Training("a5 top-k " + ref.key, ref.d_sae, ref.activations))
         spliced = 2 * p["a5_eval_contexts"] * CONTEXT
-    return Work(stores=((REFERENCE_SITE, p["n_tokens"]),), training=tuple(runs),
+    return Work(stores=(_store(p),), training=tuple(runs),
                 spliced_tokens=spliced)
 
 
@@ -221,8 +246,10 @@ PAGES: dict[str, Callable[[Mapping], Work]] = {
 # minus priced on a cpu build from an empty cache (commit 3d99f7a, 2 cores; the README's
 # table) and, for the ghost-grads page at its present scale, its own run (613 s), so the cpu
 # estimate matches those runs by construction; what the plan adds is how the counted work moves
-# when parameters change.
-CPU_OVERHEAD_S = {"reference_sae": 5.0, "steering": 290.0, "ito": 145.0, "ghost_grads": 0.0,
+# when parameters change. The ghost-grads page's 50 s are its resampling pools: each of its
+# resample runs draws and scores a 65k-row pool at 4 events, measured 15-17 s per run (6d7504a).
+# Steering's is from its unshared run (618 s; in the 3d99f7a build a benchmark shared the cores).
+CPU_OVERHEAD_S = {"reference_sae": 5.0, "steering": 230.0, "ito": 145.0, "ghost_grads": 50.0,
                   "toy_models": 210.0, "recipe": 60.0, "autointerp": 245.0,
                   "infrastructure": 155.0}
 
