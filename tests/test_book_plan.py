@@ -47,10 +47,21 @@ def test_counts_follow_the_parameters():
     base = plan.ghost_grads(gg)
     doubled = plan.ghost_grads({**gg, "steps": 2 * gg["steps"]})
     assert doubled.training[0].activations == 2 * base.training[0].activations
-    assert base.training[0].n_saes == 5 * len(gg["l1_coeffs"]) * len(gg["seeds"])
-    always = plan.ghost_grads({**gg, "always_on_arm": True}).training[0].n_saes
-    assert always == 6 * len(gg["l1_coeffs"]) * len(gg["seeds"])
-    assert base.spliced_tokens == base.training[0].n_saes * gg["eval_contexts"] * plan.CONTEXT
+    runs = len(gg["l1_coeffs"]) * len(gg["seeds"])
+    # none and resample train plain steps; ghost, scaled and first-K pay the ghost loss
+    assert [t.n_saes for t in base.training] == [2 * runs, 3 * runs]
+    assert [t.cost for t in base.training] == [1.0, plan.GHOST_COST]
+    always = plan.ghost_grads({**gg, "always_on_arm": True})
+    assert [t.n_saes for t in always.training] == [2 * runs, 4 * runs]
+    assert base.spliced_tokens == 5 * runs * gg["eval_contexts"] * plan.CONTEXT
+    # a ghost SAE costs GHOST_COST plain ones; a batch below 512 SMALL_BATCH_COST
+    plans = {p.page: p for p in plan.plan([("ghost_grads", gg)])}
+    plain_s = plan.CPU_RATES.training_seconds(base.training[0].d_sae, base.training[0].activations)
+    assert plans["ghost_grads"].seconds["training"] == pytest.approx(
+        plain_s * (2 * runs + 3 * runs * plan.GHOST_COST))
+    small = plan.ghost_grads({**gg, "batch_size": 256})
+    assert [t.cost for t in small.training] == [plan.SMALL_BATCH_COST,
+                                                plan.SMALL_BATCH_COST * plan.GHOST_COST]
     rc = pages["recipe"]
     frontier = {a: plan.recipe({**rc, "april_2024_arms": a}).training[0] for a in (False, True)}
     assert frontier[False].n_saes == 6 * len(rc["l1_values"]) * len(rc["seeds"])

@@ -68,12 +68,13 @@ class Rates:
 
 
 # Measured on the 2-core CI machine kind (fp32, dense step): 2304 and 4608 from single SAEs
-# (reference and steering SAEs, benchmarks/sae_train.py), 1152 from the ghost-grads page's
-# vmapped sweeps at batch 512 (7.4M activations in 365 s, its ghost arms included); harvest,
-# splice and pursuit from benchmarks/harvest.py, the pages' timings and benchmarks/ito.py.
-CPU_RATES = Rates(sae_activations_per_s={1152: 20_000.0, 2304: 9_300.0, 4608: 5_500.0},
+# (reference and steering SAEs, benchmarks/sae_train.py), 1152 from vmapped 2-SAE sweeps at
+# batch 512 without a ghost loss (29-31k activations/s: the ghost-grads page's "none" arm at
+# f212ee0 and 6d7504a, the recipe page's arms at 6d7504a); harvest, splice and pursuit from
+# benchmarks/harvest.py, the pages' timings and the ITO page's frontier stage.
+CPU_RATES = Rates(sae_activations_per_s={1152: 30_000.0, 2304: 9_300.0, 4608: 5_500.0},
                   harvest_tokens_per_s=2_100.0, spliced_tokens_per_s=600.0,
-                  forward_tokens_per_s=1_500.0, pursuit_iterations_per_s=14_000.0)
+                  forward_tokens_per_s=1_500.0, pursuit_iterations_per_s=4_300.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,19 @@ class Training:
     d_sae: int
     activations: int
     n_saes: int = 1
+    cost: float = 1.0   # per activation, relative to the rate table: GHOST_COST, SMALL_BATCH_COST
+
+
+# A ghost-grads loss (three more products of the step's size) costs 1.75-1.9x a plain step: the
+# ghost arms' 2-SAE sweeps took 22.9-26.9 s against 13.1-14.1 s for "none" (f212ee0, 6d7504a).
+GHOST_COST = 1.85
+# Batches below 512 leave the matmuls short: the ITO page's sweep at batch 256 ran 15.6-17.8k
+# activations/s at 1152 latents (3d99f7a, 5c824be) against 30k at batch 512.
+SMALL_BATCH_COST = 1.8
+
+
+def _batch_cost(batch_size: int) -> float:
+    return SMALL_BATCH_COST if batch_size < 512 else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,18 +182,21 @@ def steering(p: Mapping) -> Work:
 def _ito_sweep(p: Mapping, expansion, batch_size, epochs, l1_coeffs) -> Training:
     key = ("ito sweep", _store(p), expansion, batch_size, epochs, tuple(l1_coeffs))
     return Training(repr(key), expansion * _d_model(p),
-                    _epochs_activations(p["n_tokens"], batch_size, epochs), len(l1_coeffs))
+                    _epochs_activations(p["n_tokens"], batch_size, epochs), len(l1_coeffs),
+                    _batch_cost(batch_size))
 
 
-# Pursuit work of claim I2 on a further seed's sweep, relative to the main sweep's frontiers:
-# each decoder runs only to its own training L0 (`ito.i2_ks`), about half the main k range.
-I2_PURSUIT_SHARE = 0.5
+# Pursuit work of claim I2 per further seed's sweep and per alive-atom control, relative to the
+# main sweep's frontiers: each decoder runs only as far as I2 reads it (`ito.i2_ks`), and the
+# control only on decoders with dead atoms. Measured: 73 s for 2 seeds and 3 controls against
+# 44 s for the main frontiers (5c824be), so 0.33 each.
+I2_PURSUIT_SHARE = 0.33
 
 
 def ito(p: Mapping) -> Work:
     sweep = _ito_sweep(p, p["expansion"], p["batch_size"], p["epochs"], p["l1_coeffs"])
-    extra = [Training(f"ito sweep seed {s} " + sweep.key, sweep.d_sae, sweep.activations,
-                      sweep.n_saes) for s in p["i2_extra_seeds"]]
+    extra = [dataclasses.replace(sweep, key=f"ito sweep seed {s} " + sweep.key)
+             for s in p["i2_extra_seeds"]]
     rows = p["heldout_contexts"] * (CONTEXT - 1)
     atoms = sweep.d_sae / 4608
     pursuit = rows * max(p["test_ks"]) * len(p["l1_coeffs"]) * atoms
@@ -191,30 +208,32 @@ def ito(p: Mapping) -> Work:
                 pursuit_iterations=int(pursuit))
 
 
-GHOST_GRADS_ARMS = 5   # none, resample, ghost, ghost x dead fraction, ghost on all for the first K
-# steps; plus "ghost on all" at every step with `always_on_arm`
 RECIPE_ARMS = 6        # baseline, beta1 = 0.9 and the four other Feb-2024 items (book/recipe.ipynb)
 RECIPE_APRIL_ARMS = 2  # the April-2024 items, with `april_2024_arms`
 
 
 def ghost_grads(p: Mapping) -> Work:
-    n = (GHOST_GRADS_ARMS + bool(p["always_on_arm"])) * len(p["l1_coeffs"]) * len(p["seeds"])
+    runs = len(p["l1_coeffs"]) * len(p["seeds"])
+    ghost_arms = 2 + bool(p["always_on_arm"])  # scaled, first K (and always on) besides "ghost"
+    plain, ghost = 2 * runs, (1 + ghost_arms) * runs  # none and resample have no ghost loss
+    per, width = p["steps"] * p["batch_size"], p["expansion"] * _d_model(p)
+    cost = _batch_cost(p["batch_size"])
     return Work(stores=(_store(p),),
-                training=(Training("ghost_grads", p["expansion"] * _d_model(p),
-                                   p["steps"] * p["batch_size"], n),),
-                spliced_tokens=n * p["eval_contexts"] * CONTEXT)
+                training=(Training("ghost_grads plain", width, per, plain, cost),
+                          Training("ghost_grads ghost", width, per, ghost, cost * GHOST_COST)),
+                spliced_tokens=(plain + ghost) * p["eval_contexts"] * CONTEXT)
 
 
 def recipe(p: Mapping) -> Work:
-    per = p["steps"] * p["batch_size"]
+    per, cost = p["steps"] * p["batch_size"], _batch_cost(p["batch_size"])
     arms = RECIPE_ARMS + (RECIPE_APRIL_ARMS if p["april_2024_arms"] else 0)
     n = arms * len(p["l1_values"]) * len(p["seeds"])
-    runs = [Training("recipe arms", p["expansion"] * _d_model(p), per, n)]
-    runs += [Training(f"recipe width x{w}", w * _d_model(p), per, 2 * len(p["seeds"]))
+    runs = [Training("recipe arms", p["expansion"] * _d_model(p), per, n, cost)]
+    runs += [Training(f"recipe width x{w}", w * _d_model(p), per, 2 * len(p["seeds"]), cost)
              for w in p["width_check_expansions"]]
-    if p["stacking_check"]:
+    if p["stacking_check"]:  # ghost grads, as Anthropic's stacking test
         runs.append(Training("recipe stacking", p["expansion"] * _d_model(p), per,
-                             2 * len(p["stacking_windows"]) * len(p["seeds"])))
+                             2 * len(p["stacking_windows"]) * len(p["seeds"]), cost * GHOST_COST))
     return Work(stores=(_store(p),), training=tuple(runs),
                 spliced_tokens=n * p["eval_contexts"] * p["eval_context_len"])
 
@@ -243,14 +262,15 @@ PAGES: dict[str, Callable[[Mapping], Work]] = {
 
 # Seconds each page spends beyond its counted work on the cpu profile: model loading,
 # compilation, toy models, the local LLM, timing repeats, feature cards. Calibrated as measured
-# minus priced on a cpu build from an empty cache (commit 3d99f7a, 2 cores; the README's
-# table) and, for the ghost-grads page at its present scale, its own run (613 s), so the cpu
-# estimate matches those runs by construction; what the plan adds is how the counted work moves
-# when parameters change. The ghost-grads page's 50 s are its resampling pools: each of its
-# resample runs draws and scores a 65k-row pool at 4 events, measured 15-17 s per run (6d7504a).
-# Steering's is from its unshared run (618 s; in the 3d99f7a build a benchmark shared the cores).
-CPU_OVERHEAD_S = {"reference_sae": 5.0, "steering": 230.0, "ito": 145.0, "ghost_grads": 50.0,
-                  "toy_models": 210.0, "recipe": 60.0, "autointerp": 245.0,
+# minus priced (at the rates above) on a cpu build from an empty cache (commit 3d99f7a, 2 cores;
+# the README's table), with three later measurements: the ghost-grads page at its present scale
+# (613 s, f212ee0) plus its resampling pools (each resample run draws and scores a 65k-row pool
+# at 4 events: 15-17 s per run, 6d7504a), steering's unshared run (618 s; in the 3d99f7a build a
+# benchmark shared the cores), and the ITO page's frontiers (44-45 s at 3d99f7a and 5c824be, so
+# its pursuit is priced and no longer in its overhead). The cpu estimate matches those runs by
+# construction; what the plan adds is how the counted work moves when parameters change.
+CPU_OVERHEAD_S = {"reference_sae": 5.0, "steering": 230.0, "ito": 104.5, "ghost_grads": 34.0,
+                  "toy_models": 210.0, "recipe": 85.0, "autointerp": 245.0,
                   "infrastructure": 155.0}
 
 
@@ -264,7 +284,7 @@ def price(page: str, work: Work, rates: Rates, seen_stores: set, seen_training: 
     seen_training.update(t.key for t in new_training)
     seconds = {
         "harvest": sum(n for _, n in new_stores) / rates.harvest_tokens_per_s,
-        "training": sum(rates.training_seconds(t.d_sae, t.activations * t.n_saes)
+        "training": sum(rates.training_seconds(t.d_sae, t.activations * t.n_saes) * t.cost
                         for t in new_training),
         "splice": work.spliced_tokens / rates.spliced_tokens_per_s,
         "forward": work.forward_tokens / rates.forward_tokens_per_s,
