@@ -121,3 +121,11 @@ def test_dead_fraction_is_counted_at_one_window_for_every_run():
     since = np.array([[0, 3, 5, 20], [4, 4, 30, 1]])
     np.testing.assert_allclose(recipe.dead_fraction_at(since, 4), [0.5, 0.75])
     np.testing.assert_allclose(recipe.dead_fraction_at(since, 16), [0.25, 0.25])
+
+
+def test_f4_with_nothing_to_stack_is_inconclusive_not_vacuously_reproduced():
+    n = 3
+    ref = np.full(n, 0.004)  # below the 0.01 margin: no excess could ever reach it
+    grid = {(16, 0.9): ref, (16, 0.0): ref - 0.002, (4, 0.9): ref - 0.001, (4, 0.0): ref - 0.002}
+    claim = recipe.verdict_f4(recipe.stacking(grid, [16, 4]), DEAD_MARGIN, [16, 4])
+    assert claim.verdict == "inconclusive" and "nothing to stack" in claim.reason

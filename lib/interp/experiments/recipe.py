@@ -23,7 +23,8 @@ always inconclusive.
   CI shows it helps by less than `delta_ce_margin`; else inconclusive. (The old rule, "any
   item's gain exceeds its seed spread", refuted the claim 58% of the time under pure noise.)
 - F-4 (replicated, Anthropic Feb 2024): beta1 = 0 and a shorter ghost-grads dead window do not
-  stack. Per seed, the *stacking excess*: the combination's reduction of the dead fraction
+  stack. When the reference cell's dead fraction is itself below the margin, no excess can reach
+  the margin and the claim is inconclusive (nothing to stack), not vacuously reproduced. Per seed, the *stacking excess*: the combination's reduction of the dead fraction
   minus that of the better single fix (chosen once, by its mean over seeds; a per-seed maximum
   would bias the excess downwards). Rule `threshold` (lower is reproduced) at
   +`dead_fraction_margin`: reproduced when the 95% CI lies below the margin (the combination
@@ -158,6 +159,14 @@ def verdict_f4(stack: Mapping | None, margin: float, windows: Sequence[int]) -> 
     if effect is None:
         return _inconclusive("F-4", F4_TEXT, "replicated", "threshold",
                              "a dead fraction of the stacking grid is not finite", numbers)
+    dead = float(np.mean(stack["dead_reference"]))
+    if dead < margin:  # the excess cannot reach the margin: "reproduced" would be vacuous
+        return _inconclusive(
+            "F-4", F4_TEXT, "replicated", "threshold",
+            f"nothing to stack at this scale: the reference cell (beta1 0.9, long window) has a "
+            f"dead fraction of {dead:.4f}, below the margin {margin}, so no excess could reach "
+            f"it; the measured excess {effect.mean:+.4f} [{effect.ci[0]:.4f}, "
+            f"{effect.ci[1]:.4f}] is in the record", numbers)
     return claims.judge("F-4", F4_TEXT, source="replicated", rule="threshold", effect=effect,
                         threshold=margin, higher_is_reproduced=False, numbers=numbers)
 
