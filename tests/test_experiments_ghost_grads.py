@@ -146,3 +146,6 @@ def test_the_always_on_arm_is_optional_and_only_adds_to_g4s_record():
     # matched_comparisons skips the pairs of an arm that was not trained
     res = {"none": None, "ghost": None}
     assert gg.matched_comparisons(res, 3, pairs=[("none", "ghost on all")]) == {}
+    pairs = gg.compared_pairs(without)
+    assert pairs == [p for p in gg.PAIRS if "ghost on all" not in p] and len(pairs) < len(gg.PAIRS)
+    assert gg.compared_pairs(full) == list(gg.PAIRS)

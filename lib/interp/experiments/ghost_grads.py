@@ -106,6 +106,11 @@ def matched_comparisons(results: Mapping[str, arms.ArmResult], n_matched: int,
     return cmp
 
 
+def compared_pairs(cmp: Comparisons) -> list[tuple[str, str]]:
+    """The pairs of PAIRS that `matched_comparisons` compared (both arms trained), in order."""
+    return [(a, b) for a, b in PAIRS if (a, b, "loss_recovered") in cmp]
+
+
 def summary(c: frontier.MatchedComparison) -> dict:
     """B - A per seed and its mean, with the matched L0 range, for a claim record."""
     return {"per_seed": [float(v) for v in c.seed_means], "mean": float(c.mean),
