@@ -144,3 +144,39 @@ def test_compression_accuracy_is_measured(frac_prevs):
     assert set(bad.layer_error) == set(tm.site_names(frac_prevs)[1:])
     data = tc.residual_dataset(frac_prevs, w_bad, seqs)
     assert data.shape == (300 * frac_prevs.max_seq_len, 4)
+
+
+def _round_gains(h):
+    """Relative improvement of the best check loss made by each round."""
+    before = np.concatenate([[h["start_check_loss"]], h["round_best"][:-1]])
+    return (before - h["round_best"]) / before
+
+
+def test_compression_rounds_stop_at_the_plateau(frac_prevs):
+    """The stopping rule: rounds (warm restarts from the best W_emb) continue while one
+    improves the best check loss by more than `plateau_tolerance` of it and stop at the first
+    that does not; one round is the fixed budget (same numbers as before rounds existed)."""
+    one = tc.CompressionConfig(width=12, steps=100, n_train=512, seed=0)
+    _, h1 = tc.train_compression(frac_prevs, one, progress=False)
+    assert h1["round_best"].shape == (1,) and h1["loss"].shape == (100,)
+    assert h1["round_best"][0] < h1["start_check_loss"]
+
+    for tol in (0.2, 0.0):
+        cfg = tc.CompressionConfig(width=12, steps=100, n_train=512, seed=0, max_rounds=4,
+                                   plateau_tolerance=tol)
+        _, h = tc.train_compression(frac_prevs, cfg, progress=False)
+        gains, n = _round_gains(h), len(h["round_best"])
+        assert h["loss"].shape == (100 * n,)
+        np.testing.assert_allclose(h["round_best"][0], h1["round_best"][0], rtol=1e-5)
+        assert np.all(gains >= 0)                      # the best never gets worse
+        assert np.all(gains[:-1] > tol)                # every round but the last improved
+        assert h["plateaued"] == bool(gains[-1] <= tol)
+        assert h["plateaued"] or n == 4                # stopped by the rule or by the cap
+        if tol == 0.2:
+            loose = n
+    assert n >= loose  # a stricter tolerance trains at least as long
+
+    with pytest.raises(ValueError, match="plateau_tolerance"):
+        tc.CompressionConfig(width=4, plateau_tolerance=1.0)
+    with pytest.raises(ValueError, match="max_rounds"):
+        tc.CompressionConfig(width=4, max_rounds=0)

@@ -42,6 +42,12 @@ class CompressionConfig:
     and exactly lossless at full width); "random" from random orthonormal rows. Adam at a
     large lr kicks a lossless start away (its normalised steps amplify float noise through
     the compiled MLPs' large weights), hence the modest default lr.
+
+    Stopping rule (trained until the loss plateaus): training runs in *rounds* of `steps`
+    Adam steps, each a full cosine decay from `lr` (a warm restart); after each round the best
+    loss on the fixed check subset is compared with the best before the round, and training
+    stops when the round improved it by no more than `plateau_tolerance` of that value (or
+    after `max_rounds`). `max_rounds=1` is a fixed budget of `steps`.
     """
 
     width: int
@@ -52,9 +58,11 @@ class CompressionConfig:
     n_train: int = 4096
     layer_weight: float = 1.0
     seed: int = 0
+    max_rounds: int = 1
+    plateau_tolerance: float = 0.01
 
     def __post_init__(self):
-        for name in ("width", "steps", "batch_size", "n_train"):
+        for name in ("width", "steps", "batch_size", "n_train", "max_rounds"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -64,6 +72,8 @@ class CompressionConfig:
             raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
         if not (self.layer_weight >= 0 and math.isfinite(self.layer_weight)):
             raise ValueError(f"layer_weight must be >= 0, got {self.layer_weight}")
+        if not (0 <= self.plateau_tolerance < 1):
+            raise ValueError(f"plateau_tolerance must lie in [0, 1), got {self.plateau_tolerance}")
 
 
 def identity_embedding(prog: tm.CompiledProgram) -> jax.Array:
@@ -95,7 +105,11 @@ def train_compression(prog: tm.CompiledProgram, config: CompressionConfig, *,
     """Learn W_emb [width, d_model] on random inputs; returns (W_emb, history).
 
     The returned W_emb is the best (lowest loss on a fixed subset of the training inputs)
-    among the start and the end of every chunk of steps; history["loss"] is per step.
+    among the start and the end of every chunk of steps; history["loss"] is per step,
+    history["round_best"] the best check loss after each round (see `CompressionConfig`:
+    rounds continue until one improves it by no more than `plateau_tolerance`), and
+    history["plateaued"] whether the last round met that rule (False: `max_rounds` ran out
+    while the loss was still improving).
 
     The initial W_emb is `init_embedding(prog, config)`.
 
@@ -114,7 +128,6 @@ def train_compression(prog: tm.CompiledProgram, config: CompressionConfig, *,
     # Cosine decay to 1% of the peak: the output must end within half the gap between
     # possible values (e.g. 1/112 for frac_prevs), which needs a small final step size.
     opt = optax.adam(optax.cosine_decay_schedule(config.lr, config.steps, alpha=0.01))
-    opt_state = opt.init(w)
     chunk = min(config.steps, 200)
 
     @jax.jit
@@ -139,24 +152,37 @@ def train_compression(prog: tm.CompiledProgram, config: CompressionConfig, *,
     check = jax.jit(lambda w: _loss(prog, w, ids[:n_check], ref.output[:n_check],
                                     ref.layer_outputs[:, :n_check], config.layer_weight))
     best_w, best_loss = w, float(check(w))
-    losses = []
+    start_loss = best_loss
+    losses, round_best, plateaued = [], [], False
     n_chunks = -(-config.steps // chunk)
-    for i in tqdm(range(n_chunks), desc=f"compress {prog.name} to {config.width}",
-                  disable=not progress):
-        key, sub = jax.random.split(key)
-        w_new, opt_state, loss = run_chunk(w, opt_state, sub, ids, ref.output,
-                                           ref.layer_outputs)
-        loss = np.asarray(loss)
-        if not np.all(np.isfinite(loss)):
-            raise FloatingPointError(
-                f"compression loss became non-finite in steps {i * chunk}..{(i + 1) * chunk}")
-        w = w_new
-        losses.append(loss)
-        current = float(check(w))
-        if current < best_loss:
-            best_w, best_loss = w, current
-    losses = np.concatenate(losses)[: config.steps]
-    return best_w, {"loss": losses, "best_check_loss": best_loss}
+    for r in range(config.max_rounds):
+        before, w = best_loss, best_w  # each round restarts from the best W_emb so far,
+        opt_state = opt.init(w)        # with a fresh Adam and a full cosine decay
+        round_losses = []
+        for i in tqdm(range(n_chunks), desc=f"compress {prog.name} to {config.width}"
+                      + (f" (round {r + 1})" if config.max_rounds > 1 else ""),
+                      disable=not progress):
+            key, sub = jax.random.split(key)
+            w_new, opt_state, loss = run_chunk(w, opt_state, sub, ids, ref.output,
+                                               ref.layer_outputs)
+            loss = np.asarray(loss)
+            if not np.all(np.isfinite(loss)):
+                step0 = r * config.steps + i * chunk
+                raise FloatingPointError(
+                    f"compression loss became non-finite in steps {step0}..{step0 + chunk}")
+            w = w_new
+            round_losses.append(loss)
+            current = float(check(w))
+            if current < best_loss:
+                best_w, best_loss = w, current
+        losses.append(np.concatenate(round_losses)[: config.steps])
+        round_best.append(best_loss)
+        if before - best_loss <= config.plateau_tolerance * before:
+            plateaued = True
+            break
+    return best_w, {"loss": np.concatenate(losses), "best_check_loss": best_loss,
+                    "start_check_loss": start_loss,
+                    "round_best": np.asarray(round_best), "plateaued": plateaued}
 
 
 # ---- evaluation ----------------------------------------------------------------------------
