@@ -111,3 +111,49 @@ def test_resample_pool_draws_fresh_rows_of_the_store_per_event(acts):
     assert all(r.tobytes() in rows for r in first)  # exact: rows are copied, not computed
     with pytest.raises(ValueError, match="resample_pool_rows=100000 exceeds"):
         lm_sae.resample_pool(acts.store, acts.site, 100_000, seed=0)
+
+
+def _small_config(steps):
+    from interp import sae
+
+    return sae.SAEConfig(d_in=64, d_sae=128, batch_size=64, steps=steps, lr_warmup_steps=2,
+                         dead_window_steps=4, l1_coeff=1e-3, lr=1e-3)
+
+
+def test_a_continued_run_equals_training_from_scratch(acts, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    short = lm_sae.train_cached(acts, _small_config(6), progress=False)
+    longer = lm_sae.train_cached(acts, _small_config(12), progress=False, continue_from=short)
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "fresh"))
+    scratch = lm_sae.train_cached(acts, _small_config(12), progress=False)
+    assert int(longer.state.step) == int(scratch.state.step) == 12
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):  # same arithmetic in another order of calls
+        np.testing.assert_allclose(np.asarray(longer.state.params[name]),
+                                   np.asarray(scratch.state.params[name]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="only the step count may grow"):
+        lm_sae.train_cached(acts, _small_config(12).replace(l1_coeff=2e-3), progress=False,
+                            continue_from=short)
+
+
+def test_training_by_passes_stops_at_the_plateau_and_caches_the_decision(acts, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    one_pass = _small_config(acts.store.num_rows() // 64)
+    # a tolerance of 0.99 calls any improvement below 99% a plateau: pass 2 ends training
+    run = lm_sae.train_by_passes(acts, one_pass, max_passes=4, tolerance=0.99, progress=False)
+    assert len(run.passes) == 2 and run.plateaued
+    assert int(run.state.step) == 2 * one_pass.steps
+    assert run.passes[1] < run.passes[0]  # the second pass still lowered the held-out loss
+    # a tolerance of 0 runs every pass while the loss falls: the cap ends it
+    capped = lm_sae.train_by_passes(acts, one_pass, max_passes=3, tolerance=0.0, progress=False)
+    gains = -np.diff(capped.passes)
+    assert len(capped.passes) == 3 or not np.all(gains > 0)
+    assert capped.plateaued == (not np.all(gains > 0))
+    # the decision is cached: asking again (another page) gets the same pass and losses
+    again = lm_sae.train_by_passes(acts, one_pass, max_passes=4, tolerance=0.99, progress=False)
+    assert again.passes == run.passes and int(again.state.step) == int(run.state.step)
+    rows = lm_sae.heldout_activations(acts)
+    assert lm_sae.heldout_loss(again, rows) == pytest.approx(run.passes[-1], rel=1e-5)
+    with pytest.raises(ValueError, match="whole number"):
+        lm_sae.reference_sae(acts, plateau_tolerance=0.01, epochs=1.5, progress=False)
+

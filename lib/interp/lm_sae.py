@@ -31,6 +31,7 @@ from interp.data import model_sites, packing
 from interp.data.model_sites import activation_fn
 from interp.data.store import ActivationStore
 from interp.hooks import resolve_site
+from interp.sae import training as sae_training
 from interp.sae.checkpoint import CHECKPOINT_FILE
 from interp.sae.state import sweep_configs
 
@@ -146,6 +147,8 @@ class TrainedRun:
     history: dict                 # as returned by sae.train / sae.train_sweep
     seconds: float                # training wall time when it was computed (not reloaded)
     from_cache: bool
+    passes: tuple = ()            # `train_by_passes`: the held-out loss after each pass
+    plateaued: bool | None = None  # `train_by_passes`: whether the stopping rule ended it
 
     def saes(self) -> list[sae.SAE]:
         """One SAE (raw input units) per run."""
@@ -169,13 +172,16 @@ def _sae_source_hash() -> str:
 
 
 def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_every: int = 50,
-                 progress: bool = True, checkpoint_every: int | None = None) -> TrainedRun:
+                 progress: bool = True, checkpoint_every: int | None = None,
+                 continue_from: TrainedRun | None = None) -> TrainedRun:
     """Train one SAE (or a vmapped `sweep` of them) on `acts`' store, or reload the result.
 
     The cache key is the store (its content-addressed folder), the site, the config and the
     sweep, so every notebook asking for the same run shares it. Training checkpoints into the
     cache folder; an interrupted run resumes from its last checkpoint instead of restarting.
-    The data order is `training_batches(..., seed=config.seed)`.
+    The data order is `training_batches(..., seed=config.seed)`. `continue_from` (a finished
+    run of the same config with fewer steps) starts from its final checkpoint: the schedule and
+    data order do not depend on the step count, so the result equals training from scratch.
     """
     configs = tuple(sweep_configs(config, sweep)) if sweep else (config,)
     key = cache.content_hash({"store": acts.store.path.name, "site": acts.site,
@@ -200,9 +206,14 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
             return TrainedRun(state, configs, history, seconds, True)
         every = checkpoint_every or max(config.steps // 4, 1)
         start = time.perf_counter()
-        if (folder / "checkpoint.safetensors").exists():
+        if continue_from is not None and not (folder / CHECKPOINT_FILE).exists():
+            _check_continuation(continue_from, config, sweep)
+            sae.save_checkpoint(folder, continue_from.state, continue_from.configs[0],
+                                continue_from.history)
+        if (folder / CHECKPOINT_FILE).exists():
             state, history = sae.resume(folder, data(), log_every=log_every, checkpoint_every=every,
-                                        progress=progress, resample_pool=pool)
+                                        progress=progress, resample_pool=pool,
+                                        steps=config.steps)
         elif sweep:
             state, history = sae.train_sweep(config, data(), sweep, log_every=log_every,
                                              checkpoint_dir=folder, checkpoint_every=every,
@@ -214,6 +225,16 @@ def train_cached(acts: Activations, config, sweep: dict | None = None, *, log_ev
         seconds = time.perf_counter() - start
         cache.write_checked_json(done, {"seconds": seconds})
         return TrainedRun(state, configs, history, seconds, False)
+
+
+def _check_continuation(previous: TrainedRun, config, sweep):
+    """A run can only be continued into the same config (step count aside), one SAE."""
+    if sweep or len(previous.configs) != 1:
+        raise ValueError("continue_from continues one SAE, not a sweep")
+    before = previous.configs[0]
+    if before.replace(steps=config.steps) != config or before.steps > config.steps:
+        raise ValueError(f"continue_from: the run to continue ({before.steps} steps) is not this "
+                         f"config with fewer steps ({config.steps}); only the step count may grow")
 
 
 def _reload_run(folder):
@@ -252,11 +273,78 @@ def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float =
 
 
 def reference_sae(acts: Activations, *, progress: bool = True,
-                  **recipe) -> tuple[sae.SAE, TrainedRun]:
+                  plateau_tolerance: float | None = None, **recipe) -> tuple[sae.SAE, TrainedRun]:
     """The reference SAE (see `reference_config`), trained once and shared by every notebook
-    that asks with the same arguments (steering, auto-interp, ITO). Returns (SAE, TrainedRun)."""
-    run = train_cached(acts, reference_config(acts, **recipe), progress=progress)
+    that asks with the same arguments (steering, auto-interp, ITO). Returns (SAE, TrainedRun).
+
+    With `plateau_tolerance`, `epochs` is a cap and the SAE trains pass by pass (one epoch
+    each, warm-up over 5% of the first) until a pass lowers the held-out loss by no more than
+    that fraction of it (`train_by_passes`)."""
+    if plateau_tolerance is None:
+        run = train_cached(acts, reference_config(acts, **recipe), progress=progress)
+        return run.saes()[0], run
+    epochs = recipe.pop("epochs", 2.0)
+    if float(epochs) != int(epochs) or int(epochs) < 1:
+        raise ValueError(f"epochs is the cap on whole passes when plateau_tolerance is set; "
+                         f"give a whole number >= 1, got {epochs}")
+    one_pass = reference_config(acts, epochs=1.0, **recipe)
+    run = train_by_passes(acts, one_pass, max_passes=int(epochs), tolerance=plateau_tolerance,
+                          progress=progress)
     return run.saes()[0], run
+
+
+def heldout_loss(run: TrainedRun, rows, *, chunk: int = 4096) -> float:
+    """The training objective (reconstruction + sparsity penalty, training units, no auxiliary
+    loss) of a single-SAE run on held-out activation rows [n, d_in], in chunks of rows."""
+    state, cfg = run.state, run.configs[0]
+    hyper, dead = sae_training.config_hyper(cfg), jnp.zeros((cfg.d_sae,), bool)
+    rows = np.asarray(rows, np.float32)
+    total = 0.0
+    for lo in range(0, len(rows), chunk):
+        x = jnp.asarray(rows[lo:lo + chunk]) * state.input_scale
+        _, terms = sae_training.loss_fn(state.params, x, dead, state.step, state.input_sq_norm,
+                                        hyper, cfg)
+        total += float(terms["recon_loss"] + terms["sparsity_loss"]) * len(x)
+    return total / len(rows)
+
+
+def train_by_passes(acts: Activations, one_pass, *, max_passes: int, tolerance: float,
+                    progress: bool = True) -> TrainedRun:
+    """Train `one_pass` (a config whose `steps` make one pass) for pass after pass, each
+    continuing the last (`train_cached(continue_from=...)`), until a pass lowers the held-out
+    loss (`heldout_loss` on every held-out context of `acts`) by no more than `tolerance` of
+    the previous pass's, or `max_passes` have run. The stopping rule of the reference SAE
+    (GDM's SAEs train far longer; on a CPU the store is small, so "longer" means more passes).
+
+    The decision is cached with the runs: every page asking for the same reference SAE gets
+    the same pass, whatever held-out contexts it harvested."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must lie in [0, 1), got {tolerance}")
+    key = cache.content_hash({"store": acts.store.path.name, "site": acts.site,
+                              "config": one_pass.to_dict(), "max_passes": int(max_passes),
+                              "tolerance": float(tolerance), "code": _sae_source_hash(),
+                              "v": 1})
+    record_path = cache.cache_dir("sae-passes", key) / "passes.json"
+    decided = cache.read_checked_json(record_path) if record_path.exists() else None
+    rows = None if decided else heldout_activations(acts)
+    losses, run = [], None
+    for k in range(1, int(max_passes) + 1):
+        run = train_cached(acts, one_pass.replace(steps=k * one_pass.steps), progress=progress,
+                           continue_from=run)
+        if decided:
+            if k == decided["passes"]:
+                break
+            continue
+        losses.append(heldout_loss(run, rows))
+        if k >= 2 and losses[-2] - losses[-1] <= tolerance * losses[-2]:
+            break
+    if not decided:
+        plateaued = len(losses) >= 2 and losses[-2] - losses[-1] <= tolerance * losses[-2]
+        decided = {"passes": len(losses), "heldout_loss": losses, "plateaued": plateaued,
+                   "heldout_rows": int(len(rows))}
+        cache.write_checked_json(record_path, decided)
+    return dataclasses.replace(run, passes=tuple(decided["heldout_loss"]),
+                               plateaued=bool(decided["plateaued"]))
 
 
 def splice_metrics_many(model, site: str, encoder_decoders, heldout_tokens, *,
