@@ -32,7 +32,7 @@ def test_shared_stores_and_saes_are_paid_once_in_build_order():
     ref = plans["reference_sae"]
     assert ref.new_stores == (("smollm2-135m blocks.6.resid_post", 250_000),)
     assert [t.key for t in ref.new_training] == [plan._reference(dict(
-        n_tokens=250_000, expansion=4, l1_coeff=0.004, batch_size=1024, epochs=2.0)).key]
+        n_tokens=250_000, expansion=4, l1_coeff=0.004, batch_size=1024, epochs=3.0)).key]
     # steering reuses the reference store and SAE; its chosen layer's store and SAE are new
     assert plans["steering"].new_stores == (("smollm2-135m chosen layer", 250_000),)
     assert [t.d_sae for t in plans["steering"].new_training] == [8 * plan.D_MODEL]
@@ -70,6 +70,23 @@ def test_counts_follow_the_parameters():
     # lm_sae.reference_config: int(epochs * rows // batch) steps of batch_size
     rows = -(-rs["n_tokens"] // 127) * 127
     assert plan._reference(rs).activations == int(rs["epochs"] * (rows // rs["batch_size"])) * rs["batch_size"]
+
+
+def test_the_synthetic_grid_is_priced_once_for_the_two_pages_that_read_it():
+    pages = dict(profile_pages("cpu"))
+    plans = {p.page: p for p in plan.plan([("ghost_grads", pages["ghost_grads"]),
+                                           ("recipe", pages["recipe"])])}
+    gg = pages["ghost_grads"]
+    n, w = plan.SYNTHETIC_FEATURES, gg["synthetic_widths"]
+    per_step = 2 * w[0] * n + 3 * w[-1] * n + 5 * w[-1] * n * plan.GHOST_COST
+    want = per_step * gg["synthetic_steps"] * len(gg["synthetic_seeds"])
+    assert plans["ghost_grads"].seconds["synthetic"] == pytest.approx(
+        want / plan.SYNTHETIC_LATENT_STEPS_PER_S)
+    assert plans["recipe"].seconds["synthetic"] == 0.0  # the same grid: reloaded, not retrained
+    off = plan.ghost_grads({**gg, "synthetic_check": False})
+    assert off.synthetic == ()
+    more = plan.ghost_grads({**gg, "synthetic_seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]})
+    assert more.synthetic[0][1] == pytest.approx(2 * plan.ghost_grads(gg).synthetic[0][1])
 
 
 def test_training_rate_is_the_measured_table_between_its_points():

@@ -110,6 +110,7 @@ class Work:
     spliced_tokens: int = 0
     forward_tokens: int = 0
     pursuit_iterations: int = 0                 # codes x iterations x (atoms / 4608)
+    synthetic: tuple[tuple[str, float], ...] = ()  # (key, latent-steps) of synthetic SAE grids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +213,27 @@ RECIPE_ARMS = 6        # baseline, beta1 = 0.9 and the four other Feb-2024 items
 RECIPE_APRIL_ARMS = 2  # the April-2024 items, with `april_2024_arms`
 
 
+# The synthetic dead-latent grid (interp.experiments.synthetic_dead): SAEs of 32 inputs, so
+# small that a step's cost is mostly fixed overhead; priced per latent-step (latents x steps,
+# ghost loss included through GHOST_COST, data and evaluation included): the cpu grid (50 SAEs,
+# 32.6M latent-steps) took 53 s on 2 idle cores.
+SYNTHETIC_LATENT_STEPS_PER_S = 600_000.0
+SYNTHETIC_FEATURES = 128  # interp.experiments.synthetic_dead.Setup.n_features
+
+
+def _synthetic(p: Mapping) -> tuple[tuple[str, float], ...]:
+    """The grid both the ghost-grads and recipe pages read (trained by the first, cached)."""
+    if not p["synthetic_check"]:
+        return ()
+    narrow, wide = (w * SYNTHETIC_FEATURES for w in (p["synthetic_widths"][0],
+                                                     p["synthetic_widths"][-1]))
+    # per seed: none at both widths (2 + 3 runs), ghost at two windows (2 + 3 runs), wide
+    per_step = 2 * narrow + 3 * wide + 5 * wide * GHOST_COST
+    key = repr(("synthetic dead grid", tuple(p["synthetic_seeds"]), p["synthetic_steps"],
+                tuple(p["synthetic_widths"]), tuple(p["synthetic_windows"])))
+    return ((key, per_step * p["synthetic_steps"] * len(p["synthetic_seeds"])),)
+
+
 def ghost_grads(p: Mapping) -> Work:
     runs = len(p["l1_coeffs"]) * len(p["seeds"])
     ghost_arms = 2 + bool(p["always_on_arm"])  # scaled, first K (and always on) besides "ghost"
@@ -221,7 +243,8 @@ def ghost_grads(p: Mapping) -> Work:
     return Work(stores=(_store(p),),
                 training=(Training("ghost_grads plain", width, per, plain, cost),
                           Training("ghost_grads ghost", width, per, ghost, cost * GHOST_COST)),
-                spliced_tokens=(plain + ghost) * p["eval_contexts"] * CONTEXT)
+                spliced_tokens=(plain + ghost) * p["eval_contexts"] * CONTEXT,
+                synthetic=_synthetic(p))
 
 
 def recipe(p: Mapping) -> Work:
@@ -235,7 +258,8 @@ def recipe(p: Mapping) -> Work:
         runs.append(Training("recipe stacking", p["expansion"] * _d_model(p), per,
                              2 * len(p["stacking_windows"]) * len(p["seeds"]), cost * GHOST_COST))
     return Work(stores=(_store(p),), training=tuple(runs),
-                spliced_tokens=n * p["eval_contexts"] * p["eval_context_len"])
+                spliced_tokens=n * p["eval_contexts"] * p["eval_context_len"],
+                synthetic=_synthetic(p))
 
 
 def autointerp(p: Mapping) -> Work:
@@ -269,8 +293,10 @@ PAGES: dict[str, Callable[[Mapping], Work]] = {
 # benchmark shared the cores), and the ITO page's frontiers (44-45 s at 3d99f7a and 5c824be, so
 # its pursuit is priced and no longer in its overhead). The cpu estimate matches those runs by
 # construction; what the plan adds is how the counted work moves when parameters change.
+# The toy page's Tracr compressions now train until their loss plateaus (at most 3 rounds of 600
+# steps): +45 s, from the rounds each compression took in a measured run (2-7 s per round).
 CPU_OVERHEAD_S = {"reference_sae": 5.0, "steering": 230.0, "ito": 104.5, "ghost_grads": 34.0,
-                  "toy_models": 210.0, "recipe": 85.0, "autointerp": 245.0,
+                  "toy_models": 255.0, "recipe": 85.0, "autointerp": 245.0,
                   "infrastructure": 155.0}
 
 
@@ -280,8 +306,10 @@ def price(page: str, work: Work, rates: Rates, seen_stores: set, seen_training: 
     marking this page's as made)."""
     new_stores = tuple(s for s in dict.fromkeys(work.stores) if s not in seen_stores)
     new_training = tuple(t for t in work.training if t.key not in seen_training)
+    new_synthetic = tuple(g for g in dict.fromkeys(work.synthetic) if g[0] not in seen_training)
     seen_stores.update(new_stores)
     seen_training.update(t.key for t in new_training)
+    seen_training.update(k for k, _ in new_synthetic)
     seconds = {
         "harvest": sum(n for _, n in new_stores) / rates.harvest_tokens_per_s,
         "training": sum(rates.training_seconds(t.d_sae, t.activations * t.n_saes) * t.cost
@@ -289,6 +317,7 @@ def price(page: str, work: Work, rates: Rates, seen_stores: set, seen_training: 
         "splice": work.spliced_tokens / rates.spliced_tokens_per_s,
         "forward": work.forward_tokens / rates.forward_tokens_per_s,
         "pursuit": work.pursuit_iterations / rates.pursuit_iterations_per_s,
+        "synthetic": sum(n for _, n in new_synthetic) / SYNTHETIC_LATENT_STEPS_PER_S,
         "overhead": overhead_s}
     return PagePlan(page, work, new_stores, new_training, seconds)
 

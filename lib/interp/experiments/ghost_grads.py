@@ -155,10 +155,14 @@ def _judge(claim_id, text, comparison, what, *, source, rule, numbers, gate: str
 Comparisons = Mapping[tuple[str, str, str], frontier.MatchedComparison]
 
 
-def verdict_g1(cmp: Comparisons, dead_end: Mapping[str, float] | None = None) -> claims.Claim:
-    return _judge("G-1", G1_TEXT, cmp["none", "ghost", "dead_fraction"],
+def verdict_g1(cmp: Comparisons, dead_end: Mapping[str, float] | None = None, *,
+               claim_id: str = "G-1", extra_numbers: Mapping | None = None) -> claims.Claim:
+    """G-1 from the matched-L0 dead-fraction comparison (`claim_id` names the record, e.g.
+    "G-1 (synthetic)" for the same test on synthetic data)."""
+    return _judge(claim_id, G1_TEXT, cmp["none", "ghost", "dead_fraction"],
                   "dead fraction, ghost - none", source="replicated", rule="directional",
-                  expected_sign=-1, numbers={"dead fraction at end (mean)": dict(dead_end or {})})
+                  expected_sign=-1, numbers={"dead fraction at end (mean)": dict(dead_end or {}),
+                                             **dict(extra_numbers or {})})
 
 
 def resampling_baseline(cmp: Comparisons) -> str:

@@ -105,22 +105,23 @@ def _inconclusive(claim_id, text, source, rule, reason, numbers=None) -> claims.
                                numbers=numbers)
 
 
-def verdict_f1(reductions: np.ndarray, widths_d_sae: Sequence[int], numbers: dict
-               ) -> claims.Claim:
-    """F-1 from [width, seed] reductions dead(beta1 0.9) - dead(beta1 0)."""
+def verdict_f1(reductions: np.ndarray, widths_d_sae: Sequence[int], numbers: dict, *,
+               claim_id: str = "F-1") -> claims.Claim:
+    """F-1 from [width, seed] reductions dead(beta1 0.9) - dead(beta1 0) (`claim_id` names
+    the record, e.g. "F-1 (synthetic)" for the same test on synthetic data)."""
     red = np.asarray(reductions, float)
     numbers = {"d_sae_per_width": list(widths_d_sae),
                "reduction_per_width_per_seed": red.tolist(), **numbers}
     if red.shape[0] < 2:
-        return _inconclusive("F-1", F1_TEXT, "replicated", "all_parts",
+        return _inconclusive(claim_id, F1_TEXT, "replicated", "all_parts",
                              "one width only: the trend with width is not measured; give "
                              "width_check_expansions two widths or more", numbers)
     parts = {"reduction at the widest width": _seed_effect(red[-1]),
              "widest minus narrowest": _seed_effect(red[-1] - red[0])}
     if any(e is None for e in parts.values()):
-        return _inconclusive("F-1", F1_TEXT, "replicated", "all_parts",
+        return _inconclusive(claim_id, F1_TEXT, "replicated", "all_parts",
                              "a dead fraction of the width check is not finite", numbers)
-    return claims.judge("F-1", F1_TEXT, source="replicated", rule="all_parts", parts=parts,
+    return claims.judge(claim_id, F1_TEXT, source="replicated", rule="all_parts", parts=parts,
                         part_rule=stats.ALL_HOLD, expected_sign=1, numbers=numbers)
 
 
@@ -147,27 +148,28 @@ def verdict_f3(gains_by_item: Mapping[str, Mapping], margin: float) -> claims.Cl
                         numbers={"margin": margin})
 
 
-def verdict_f4(stack: Mapping | None, margin: float, windows: Sequence[int]) -> claims.Claim:
+def verdict_f4(stack: Mapping | None, margin: float, windows: Sequence[int], *,
+               claim_id: str = "F-4") -> claims.Claim:
     """F-4 from `stacking` (None when the stacking check is off)."""
     if stack is None:
-        return claims.not_tested("F-4", F4_TEXT, source="replicated",
+        return claims.not_tested(claim_id, F4_TEXT, source="replicated",
                                  reason="stacking_check is off in this profile")
     numbers = {k: (v if isinstance(v, str) else np.asarray(v, float).mean())
                for k, v in stack.items()}
     numbers.update(margin=margin, windows=list(windows))
     effect = _seed_effect(stack["stacking_excess"])
     if effect is None:
-        return _inconclusive("F-4", F4_TEXT, "replicated", "threshold",
+        return _inconclusive(claim_id, F4_TEXT, "replicated", "threshold",
                              "a dead fraction of the stacking grid is not finite", numbers)
     dead = float(np.mean(stack["dead_reference"]))
     if dead < margin:  # the excess cannot reach the margin: "reproduced" would be vacuous
         return _inconclusive(
-            "F-4", F4_TEXT, "replicated", "threshold",
+            claim_id, F4_TEXT, "replicated", "threshold",
             f"nothing to stack at this scale: the reference cell (beta1 0.9, long window) has a "
             f"dead fraction of {dead:.4f}, below the margin {margin}, so no excess could reach "
             f"it; the measured excess {effect.mean:+.4f} [{effect.ci[0]:.4f}, "
             f"{effect.ci[1]:.4f}] is in the record", numbers)
-    return claims.judge("F-4", F4_TEXT, source="replicated", rule="threshold", effect=effect,
+    return claims.judge(claim_id, F4_TEXT, source="replicated", rule="threshold", effect=effect,
                         threshold=margin, higher_is_reproduced=False, numbers=numbers)
 
 
