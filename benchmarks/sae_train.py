@@ -126,11 +126,11 @@ def sparse_table(args, ceiling):
                          dead_strategy=args.strategy, lr=1e-5, lr_warmup_steps=0)
     rows = []
     for l0 in args.l0:
-        for step in ("dense", "sparse"):
+        for step in ("dense", *args.steps):
             rate, seen = timed_rate(base.replace(step=step), l0, 1, args.repeats)
             rows.append((f"relu L0={l0}", step, rate, seen))
     for k in args.topk:
-        for step in ("dense", "sparse"):
+        for step in ("dense", *args.steps):
             rate, seen = timed_rate(base.replace(architecture="topk", k=k, step=step), 0, 1,
                                     args.repeats)
             rows.append((f"topk k={k}", step, rate, seen))
@@ -154,9 +154,9 @@ def book_sweeps(args):
                              lr=1e-5, lr_warmup_steps=0)
         rates = {step: timed_rate(base.replace(step=step), args.book_l0, args.sweep,
                                   args.repeats)[0] / args.sweep
-                 for step in ("dense", "sparse")}
-        print(f"  {args.d_in} x {d_sae}: dense {rates['dense']:,.0f}/s, sparse "
-              f"{rates['sparse']:,.0f}/s = {rates['sparse'] / rates['dense']:.2f}x")
+                 for step in ("dense", *args.steps)}
+        print(f"  {args.d_in} x {d_sae}: dense {rates['dense']:,.0f}/s, " + ", ".join(
+            f"{s} {rates[s]:,.0f}/s = {rates[s] / rates['dense']:.2f}x" for s in args.steps))
 
 
 def ints(text):
@@ -177,6 +177,9 @@ def main():
     p.add_argument("--book-d-sae", type=ints, default=[1152, 2304])
     p.add_argument("--book-batch", type=int, default=512)
     p.add_argument("--book-l0", type=int, default=64)
+    p.add_argument("--steps", type=lambda t: [v for v in t.split(",") if v],
+                   default=["sparse", "ffi"],
+                   help="non-dense SAEConfig.step values to compare with the dense step")
     args = p.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

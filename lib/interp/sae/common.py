@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import sparse
+from . import sparse, sparse_ffi
 from .config import SAEConfig
 
 
@@ -39,8 +39,12 @@ def encoder_matmul(params: dict, x, cfg: SAEConfig):
     Under step="sparse"/"auto" the forward stays dense but the weight gradient is computed
     from the (sparse) cotangent's non-zeros only."""
     mode = sparse.use_sparse(cfg.step)
-    h = x @ params["W_enc"] if mode is None else sparse.sparse_grad_matmul(
-        x, params["W_enc"], mode)
+    if mode is None:
+        h = x @ params["W_enc"]
+    elif mode == "ffi":
+        h = sparse_ffi.sparse_grad_matmul(x, params["W_enc"])
+    else:
+        h = sparse.sparse_grad_matmul(x, params["W_enc"], mode)
     if cfg.pre_encoder_bias:
         h = h - params["b_dec"] @ params["W_enc"]
     return h
@@ -52,6 +56,8 @@ def decode(params: dict, f, cfg: SAEConfig | None = None):
     mode = None if cfg is None else sparse.use_sparse(cfg.step)
     if mode is None:
         return f @ params["W_dec"] + params["b_dec"]
+    if mode == "ffi":
+        return sparse_ffi.sparse_decode(f, params["W_dec"]) + params["b_dec"]
     return sparse.sparse_decode(f, params["W_dec"], mode) + params["b_dec"]
 
 

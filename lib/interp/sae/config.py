@@ -21,7 +21,7 @@ DECODER_NORMS = ("unit", "at_most_one", "free")
 INPUT_NORMALISATIONS = ("none", "sqrt_d")
 MSE_REDUCTIONS = ("mean", "sum")
 B_DEC_INITS = ("zeros", "mean")
-STEPS = ("dense", "sparse", "auto")
+STEPS = ("dense", "sparse", "auto", "ffi")
 
 # Scalar fields that only enter arithmetic inside the jitted step, so a sweep over them can be
 # one vmapped step over stacked parameters (`train_sweep`). `seed` is swept through the init.
@@ -94,8 +94,9 @@ class SAEConfig:
       step: "dense" (XLA matmuls; the reference), "sparse" (decoder forward and the three
         gradients from the active (token, latent) pairs only, numba kernels on CPU; see
         `sparse.py`) or "auto" (sparse kernels on CPU, each product falling back to dense BLAS
-        when its codes are denser than `sparse.AUTO_DENSITY`; dense off CPU). Same numbers
-        up to float rounding.
+        when its codes are denser than `sparse.AUTO_DENSITY`; dense off CPU) or "ffi" (the
+        same sparse products as C++ kernels called by XLA in place, `sparse_ffi.py`; CPU only,
+        dense elsewhere; top-k keeps XLA's top_k). Same numbers up to float rounding.
     """
 
     d_in: int

@@ -317,7 +317,8 @@ def single_core() -> bool:
 
 def use_sparse(step: str) -> str | None:
     """The mode of the sparse ops for SAEConfig.step, or None for the dense (XLA) products:
-    "auto" stays dense off CPU (accelerators are fast at dense products) and on a single core.
+    "auto" stays dense off CPU (accelerators are fast at dense products) and on a single core;
+    "ffi" (the C++ kernels of `sparse_ffi`) stays dense off CPU.
 
     On one core the host callbacks can deadlock: the callback waits for its operands' buffers,
     whose readiness XLA's CPU runtime signals on its worker pool, and with one core that pool's
@@ -326,6 +327,12 @@ def use_sparse(step: str) -> str | None:
     "sparse" refuses with this reason instead of hanging."""
     if step == "dense":
         return None
+    if step == "ffi":  # C++ kernels called by XLA itself: no callback, no deadlock on one core
+        if jax.default_backend() != "cpu":
+            return None
+        from interp.sae import sparse_ffi
+        sparse_ffi._library()  # compiles on first use; KernelBuildError says why it cannot
+        return "ffi"
     if step == "auto" and (jax.default_backend() != "cpu" or single_core()):
         return None
     if jax.default_backend() == "cpu" and single_core():

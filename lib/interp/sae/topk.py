@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import common, relu, sparse
+from . import common, relu, sparse, sparse_ffi
 from .config import SAEConfig
 
 FEATURE_AXES = relu.FEATURE_AXES
@@ -17,10 +17,13 @@ pre_activations = relu.pre_activations
 
 def keep_top_k(z, k: int, step: str = "dense"):
     """Zero all but the k largest entries of each row (ties at the k-th value are kept).
-    Under step="sparse"/"auto" on CPU the k-th value comes from a partition kernel
-    (`sparse.kth_largest`) instead of XLA's top_k."""
-    if sparse.use_sparse(step) is None:
+    Under step="sparse"/"auto"/"ffi" on CPU the k-th value comes from a partition kernel
+    (`sparse.kth_largest`, `sparse_ffi.kth_largest`) instead of XLA's top_k."""
+    mode = sparse.use_sparse(step)
+    if mode is None:
         kth = jax.lax.top_k(z, k)[0][..., -1:]
+    elif mode == "ffi":
+        kth = sparse_ffi.kth_largest(z, k)
     else:
         kth = sparse.kth_largest(z, k)
     return jnp.where(z >= kth, jax.nn.relu(z), 0.0)

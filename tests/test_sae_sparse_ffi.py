@@ -1,0 +1,92 @@
+"""SAEConfig.step="ffi" (issue #16): the C++ kernels called by XLA compute the same products,
+gradients, Adam moments and loss curves as the dense (XLA) step, under jit and vmap, on one
+core too (no host callback that could deadlock)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from interp import sae
+from interp.sae import sparse_ffi, training
+from test_sae_sparse import D_IN, D_SAE, cfg, close, data, grads, start_state
+
+if not sparse_ffi.available():  # pragma: no cover - g++ is on the README's machine
+    pytest.skip("the FFI kernels do not build here (no g++?)", allow_module_level=True)
+
+
+def _sparse_codes(rng, shape, density=0.05):
+    return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+
+
+def test_kernels_equal_dense_products_shared_and_per_member():
+    rng = np.random.default_rng(0)
+    f, g = _sparse_codes(rng, (3, 48, 200)), rng.standard_normal((3, 48, 24)).astype(np.float32)
+    W = rng.standard_normal((3, 200, 24)).astype(np.float32)
+    J = jnp.asarray
+    for w_axis in (None, 0):  # one decoder shared by the sweep, or one per member
+        Wm = W[0] if w_axis is None else W
+        close(jax.jit(jax.vmap(sparse_ffi.decode, (0, w_axis)))(J(f), J(Wm)), f @ Wm, "decode")
+        want = np.where(f != 0, g @ np.swapaxes(Wm, -1, -2), 0)
+        close(jax.vmap(sparse_ffi.masked_dot, (0, 0, w_axis))(J(f), J(g), J(Wm)), want,
+              "masked dot")
+    close(sparse_ffi.outer(J(f[0]), J(g[0])), f[0].T @ g[0], "outer")
+    close(jax.vmap(sparse_ffi.outer)(J(f), J(g)), np.swapaxes(f, 1, 2) @ g, "outer, vmapped")
+    close(jax.vmap(sparse_ffi.outer_t, (0, None))(J(f), J(g[0])),
+          np.swapaxes(np.swapaxes(f, 1, 2) @ g[0], 1, 2), "outer transposed, g shared")
+    z = rng.standard_normal((2, 5, 40)).astype(np.float32)
+    for k in (1, 7, 40):
+        close(jax.vmap(lambda a: sparse_ffi.kth_largest(a, k))(J(z)),
+              jax.lax.top_k(J(z), k)[0][..., -1:], f"k-th largest, k={k}")
+
+
+@pytest.mark.parametrize("arch,strategy", [("relu", "none"), ("topk", "none"), ("gated", "none"),
+                                           ("relu", "ghost_scaled"), ("topk", "auxk")])
+def test_ffi_step_gradients_and_adam_moments_equal_dense(arch, strategy):
+    dense_cfg = cfg(arch, dead_strategy=strategy)
+    ffi_cfg = dense_cfg.replace(step="ffi")
+    state, x = start_state(dense_cfg)
+    g_dense, g_ffi = grads(dense_cfg, state, x), grads(ffi_cfg, state, x)
+    for name in g_dense:
+        assert float(np.max(np.abs(g_dense[name]))) > 0, name
+        close(g_ffi[name], g_dense[name], f"grad {name}")
+    h = training.config_hyper(dense_cfg)
+
+    def copy(s):
+        return jax.tree_util.tree_map(jnp.array, s)
+
+    after_dense = jax.jit(lambda s: training.train_step(dense_cfg, s, x, h))(copy(state))
+    after_ffi = jax.jit(lambda s: training.train_step(ffi_cfg, s, x, h))(copy(state))
+    for name in g_dense:
+        close(after_ffi.adam_m[name], after_dense.adam_m[name], f"adam_m {name}")
+        close(after_ffi.adam_v[name], after_dense.adam_v[name], f"adam_v {name}")
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk"])
+def test_200_ffi_steps_track_the_dense_loss_curve(arch):
+    dense_cfg = cfg(arch)
+    _, dense_hist = sae.train(dense_cfg, data(), progress=False, log_every=20)
+    _, ffi_hist = sae.train(dense_cfg.replace(step="ffi"), data(), progress=False, log_every=20)
+    assert len(dense_hist["loss"]) == 10
+    np.testing.assert_allclose(ffi_hist["loss"], dense_hist["loss"], rtol=1e-3)
+    assert 0 < dense_hist["l0"][-1] < 0.2 * D_SAE
+
+
+def test_vmapped_ffi_sweep_equals_the_dense_sweep():
+    sweep = {"l1_coeff": [0.01, 0.05, 0.2]}
+    dense_cfg = cfg(steps=30)
+    dense_state, dense_hist = sae.train_sweep(dense_cfg, data(), sweep, progress=False,
+                                              log_every=10)
+    ffi_state, ffi_hist = sae.train_sweep(dense_cfg.replace(step="ffi"), data(), sweep,
+                                          progress=False, log_every=10)
+    np.testing.assert_allclose(ffi_hist["loss"], dense_hist["loss"], rtol=1e-4)
+    for name in dense_state.params:
+        np.testing.assert_allclose(ffi_state.params[name], dense_state.params[name],
+                                   rtol=1e-3, atol=1e-4, err_msg=name)
+    assert np.asarray(ffi_state.params["W_dec"]).shape == (3, D_SAE, D_IN)
+
+
+def test_a_missing_compiler_is_named(monkeypatch):
+    monkeypatch.setattr(sparse_ffi.shutil, "which", lambda name: None)
+    with pytest.raises(sparse_ffi.KernelBuildError, match="g\\+\\+"):
+        sparse_ffi._compiler()
