@@ -81,8 +81,11 @@ def test_vmapped_ffi_sweep_equals_the_dense_sweep():
                                           progress=False, log_every=10)
     np.testing.assert_allclose(ffi_hist["loss"], dense_hist["loss"], rtol=1e-4)
     for name in dense_state.params:
-        np.testing.assert_allclose(ffi_state.params[name], dense_state.params[name],
-                                   rtol=1e-3, atol=1e-4, err_msg=name)
+        # 30 Adam steps amplify rounding (threaded sums in another order) in entries whose
+        # gradient is near 0 up to about one lr-sized step: atol 1e-3 x max|value|
+        want = np.asarray(dense_state.params[name])
+        np.testing.assert_allclose(ffi_state.params[name], want, rtol=1e-3,
+                                   atol=1e-3 * float(np.max(np.abs(want))), err_msg=name)
     assert np.asarray(ffi_state.params["W_dec"]).shape == (3, D_SAE, D_IN)
 
 
