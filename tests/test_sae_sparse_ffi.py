@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from interp import sae
-from interp.sae import sparse_ffi, training
-from test_sae_sparse import D_IN, D_SAE, cfg, close, data, grads, start_state
+from interp.sae import sparse_ffi
+from test_sae_sparse import D_IN, D_SAE, assert_step_matches_dense, cfg, close, data
 
 if not sparse_ffi.available():  # pragma: no cover - g++ is on the README's machine
     pytest.skip("the FFI kernels do not build here (no g++?)", allow_module_level=True)
@@ -44,22 +44,7 @@ def test_kernels_equal_dense_products_shared_and_per_member():
                                            ("relu", "ghost_scaled"), ("topk", "auxk")])
 def test_ffi_step_gradients_and_adam_moments_equal_dense(arch, strategy):
     dense_cfg = cfg(arch, dead_strategy=strategy)
-    ffi_cfg = dense_cfg.replace(step="ffi")
-    state, x = start_state(dense_cfg)
-    g_dense, g_ffi = grads(dense_cfg, state, x), grads(ffi_cfg, state, x)
-    for name in g_dense:
-        assert float(np.max(np.abs(g_dense[name]))) > 0, name
-        close(g_ffi[name], g_dense[name], f"grad {name}")
-    h = training.config_hyper(dense_cfg)
-
-    def copy(s):
-        return jax.tree_util.tree_map(jnp.array, s)
-
-    after_dense = jax.jit(lambda s: training.train_step(dense_cfg, s, x, h))(copy(state))
-    after_ffi = jax.jit(lambda s: training.train_step(ffi_cfg, s, x, h))(copy(state))
-    for name in g_dense:
-        close(after_ffi.adam_m[name], after_dense.adam_m[name], f"adam_m {name}")
-        close(after_ffi.adam_v[name], after_dense.adam_v[name], f"adam_v {name}")
+    assert_step_matches_dense(dense_cfg, dense_cfg.replace(step="ffi"))
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])

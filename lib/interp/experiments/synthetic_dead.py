@@ -134,7 +134,7 @@ def _measure(setup: Setup, data, state, cfg, members, heldout) -> list[dict]:
     return out
 
 
-def _run_seed(setup: Setup, seed: int, bar=None) -> list[dict]:
+def _run_seed(setup: Setup, seed: int, bar) -> list[dict]:
     data = sae.SparseDictionaryData(setup.d_in, setup.n_features, setup.batch_size,
                                     setup.mean_active, setup.zipf_exponent, seed=seed,
                                     offset_norm=setup.offset_norm)
@@ -149,8 +149,7 @@ def _run_seed(setup: Setup, seed: int, bar=None) -> list[dict]:
         for r in _measure(setup, data, state, cfg, members, heldout):
             rows.append({"seed": seed, "width": width, "d_sae": cfg.d_sae,
                          "strategy": strategy, "window": window, **r})
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
     return rows
 
 
@@ -170,7 +169,7 @@ def run(setup: Setup, *, progress: bool = True) -> list[dict]:
         return cache.read_checked_json(path)
     bar = tqdm(total=len(setup.seeds) * len(setup.cells()), desc="synthetic SAE sweeps",
                disable=not progress)
-    rows = [r for s in setup.seeds for r in _run_seed(setup, s, bar if progress else None)]
+    rows = [r for s in setup.seeds for r in _run_seed(setup, s, bar)]
     bar.close()
     cache.write_checked_json(path, rows)
     return rows

@@ -25,10 +25,6 @@ namespace {
 
 constexpr int64_t kLatentBlock = 64;  // latents whose output rows one task accumulates
 
-struct Dims {
-  int64_t S, B, M, d;
-};
-
 // (lead..., rows, cols) -> (prod(lead), rows, cols)
 void Split(ffi::Buffer<ffi::F32>& a, int64_t* lead, int64_t* rows, int64_t* cols) {
   auto dims = a.dimensions();
