@@ -5,7 +5,10 @@
     python benchmarks/ito.py --dictionary W_dec.npz --activations acts.npy   # real data
 
 For each k it prints codes/s, the fraction of variance unexplained (FVU) and the achieved L0 of
-* gp       non-negative gradient pursuit with the exact line search (one jitted run to k);
+* gp       non-negative gradient pursuit with the exact line search (one jitted run to k), all
+           in XLA (`kernel="xla"`; the default before the C++ kernel);
+* gp-ffi   gp with the work after each correlation matmul in one C++ kernel (CPU only;
+           `kernel="ffi"`), same arithmetic;
 * gp-before the same pursuit as interp.ito ran it before its CPU selection rewrite (top_k over a
            rebuilt support mask), to measure the speed-up in the same run;
 * gp-top4  the same adding up to 4 atoms per iteration (the post's "max top-k");
@@ -166,12 +169,16 @@ def main(argv=None):
     for k in args.ks:
         pr = args.precision
         variants = {
-            "gp": lambda D_, X_, b_, k=k: ito.gradient_pursuit(D_, X_, k, bias=b_, precision=pr),
+            "gp": lambda D_, X_, b_, k=k: ito.gradient_pursuit(D_, X_, k, bias=b_, precision=pr,
+                                                                kernel="xla"),
             "gp-before": lambda D_, X_, b_, k=k: gp_before(D_, X_, k, b_),
             "gp-top4": lambda D_, X_, b_, k=k: ito.gradient_pursuit(
                 D_, X_, k, bias=b_, max_topk=min(4, k), precision=pr),
             "mp": lambda D_, X_, b_, k=k: ito.matching_pursuit(D_, X_, k, bias=b_, precision=pr),
         }
+        if jax.default_backend() == "cpu":  # the C++ iteration kernel (issue #16)
+            variants["gp-ffi"] = lambda D_, X_, b_, k=k: ito.gradient_pursuit(
+                D_, X_, k, bias=b_, precision=pr, kernel="ffi")
         if jax.default_backend() != "cpu":  # the CPU layout (gathered atoms), for comparison
             variants["gp-gather"] = lambda D_, X_, b_, k=k: ito.gradient_pursuit(
                 D_, X_, k, bias=b_, dense_updates=False, precision=pr)
@@ -179,8 +186,11 @@ def main(argv=None):
             run = compiled(fn)
             seconds, codes = timed(lambda run=run: run(Dj, Xj, bj), args.repeats)
             report(name, k, seconds, codes)
-            if name == "gp":
-                gp_codes[k] = codes
+            if name in ("gp", "gp-ffi"):
+                gp_codes[name, k] = codes
+        if ("gp-ffi", k) in gp_codes:
+            rate = {r["method"]: r["codes_per_s"] for r in rows if r["k"] == k}
+            print(f"{'':>9} gp-ffi / gp = {rate['gp-ffi'] / rate['gp']:.2f}x in this run")
 
     k_max = max(args.ks)
     run = compiled(lambda D_, X_, b_: ito.gradient_pursuit(D_, X_, k_max, bias=b_, frontier=True,
@@ -191,8 +201,13 @@ def main(argv=None):
         report("gp-front", k, seconds, front.at(k))
 
     def gp_on_first(n, k):
-        codes = ito.SparseCodes(gp_codes[k].indices[:n], gp_codes[k].values[:n])
-        print(f"{'':>9} (gp FVU on the same {n}: {fvu(X[:n], np.asarray(codes.decode(D, b))):.4f})")
+        for name in ("gp", "gp-ffi"):
+            if (name, k) not in gp_codes:
+                continue
+            c = gp_codes[name, k]
+            codes = ito.SparseCodes(c.indices[:n], c.values[:n])
+            print(f"{'':>9} ({name} FVU on the same {n}: "
+                  f"{fvu(X[:n], np.asarray(codes.decode(D, b))):.4f})")
 
     n_sk = B if args.sklearn_examples is None else min(args.sklearn_examples, B)
     if n_sk:

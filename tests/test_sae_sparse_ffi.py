@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from interp import sae
-from interp.sae import sparse_ffi
-from test_sae_sparse import D_IN, D_SAE, assert_step_matches_dense, cfg, close, data
+from interp.sae import common, sparse_ffi, training
+from test_sae_sparse import (D_IN, D_SAE, assert_step_matches_dense, cfg, close, data,
+                              start_state)
 
 if not sparse_ffi.available():  # pragma: no cover - g++ is on the README's machine
     pytest.skip("the FFI kernels do not build here (no g++?)", allow_module_level=True)
@@ -41,10 +42,93 @@ def test_kernels_equal_dense_products_shared_and_per_member():
 
 
 @pytest.mark.parametrize("arch,strategy", [("relu", "none"), ("topk", "none"), ("gated", "none"),
-                                           ("relu", "ghost_scaled"), ("topk", "auxk")])
+                                           ("relu", "ghost_scaled"), ("topk", "auxk"),
+                                           ("relu", "resample")])
 def test_ffi_step_gradients_and_adam_moments_equal_dense(arch, strategy):
     dense_cfg = cfg(arch, dead_strategy=strategy)
     assert_step_matches_dense(dense_cfg, dense_cfg.replace(step="ffi"))
+
+
+@pytest.mark.parametrize("options", [{"pre_encoder_bias": False},
+                                     {"l1_weighted_by_decoder_norm": True},
+                                     {"decoder_norm": "free", "l1_weighted_by_decoder_norm": True}])
+def test_fused_ffi_step_equals_dense_under_recipe_options(options):
+    dense_cfg = cfg("relu", **options)
+    assert common.fused_core(dense_cfg.replace(step="ffi"))
+    assert_step_matches_dense(dense_cfg, dense_cfg.replace(step="ffi"))
+
+
+# --------------------------------------------------------------------------- the fused core
+def _reference_core(x, W_enc, c, W_dec, w, k):
+    z = x @ W_enc + c
+    f = jax.nn.relu(z)
+    if k:
+        f = jnp.where(z >= jax.lax.top_k(z, k)[0][..., -1:], f, 0.0)
+    return f, f @ W_dec, jnp.sum(f * w, -1), jnp.sum(f > 0, 0).astype(jnp.float32)
+
+
+def _core_inputs(seed=0, B=64, d=24, M=200):
+    rng = np.random.default_rng(seed)
+    J = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    return (J(rng.standard_normal((B, d))), J(rng.standard_normal((d, M)) * 0.3),
+            J(rng.standard_normal(M) - 2.0), J(rng.standard_normal((M, d))),
+            J(rng.random(M) + 0.5)), J(rng.standard_normal((B, d)))
+
+
+def _core_loss(core, target):
+    """Uses every output with a gradient, f itself included (so the kernels' df input is
+    exercised, not only the symbolic-zero path the training step takes)."""
+    def loss(x, W_enc, c, W_dec, w, k):
+        f, x_hat, sparsity, _ = core(x, W_enc, c, W_dec, w, k)
+        return (jnp.sum((target - x_hat) ** 2) + 0.1 * jnp.sum(sparsity)
+                + 0.01 * jnp.sum(f ** 2))
+    return loss
+
+
+@pytest.mark.parametrize("k", [0, 10])
+def test_fused_core_equals_its_definition_forward_and_gradients(k):
+    args, target = _core_inputs()
+    want, got = _reference_core(*args, k), sparse_ffi.sae_core(*args, k)
+    for name, a, b in zip(("f", "x_hat", "sparsity", "fire count"), got, want):
+        close(a, b, name)
+    assert 0 < float(jnp.mean(want[0] > 0)) < 0.2  # a sparse regime, not all or nothing
+    argnums = (0, 1, 2, 3, 4)
+    g_want = jax.grad(_core_loss(_reference_core, target), argnums)(*args, k)
+    g_got = jax.jit(jax.grad(_core_loss(sparse_ffi.sae_core, target), argnums),
+                    static_argnums=5)(*args, k)
+    for name, a, b in zip(("x", "W_enc", "c", "W_dec", "w"), g_got, g_want):
+        close(a, b, f"grad {name}")
+
+
+@pytest.mark.parametrize("batched", ["W_enc", "c"])
+def test_fused_core_under_vmap_per_member_and_shared_operands(batched):
+    (x, W_enc, c, W_dec, w), target = _core_inputs(1)
+    stack = {"W_enc": jnp.stack([W_enc * (1 + 0.1 * i) for i in range(3)]),
+             "c": jnp.stack([c + 0.2 * i for i in range(3)])}[batched]
+
+    def grads(core):
+        def one(v):
+            a = (x, v, c, W_dec, w) if batched == "W_enc" else (x, W_enc, v, W_dec, w)
+            return jax.grad(_core_loss(core, target), (1, 2, 3))(*a, 0)
+        return jax.jit(jax.vmap(one))(stack)
+
+    for name, a, b in zip(("W_enc", "c", "W_dec"), grads(sparse_ffi.sae_core),
+                          grads(_reference_core)):
+        close(a, b, f"vmapped grad {name}")
+
+
+def test_the_training_step_uses_the_fused_core_and_drops_the_unused_input_gradient():
+    for arch, strategy, fused in [("relu", "none", True), ("relu", "resample", True),
+                                  ("topk", "none", True), ("relu", "ghost", False),
+                                  ("topk", "auxk", False), ("gated", "none", False)]:
+        assert common.fused_core(cfg(arch, dead_strategy=strategy, step="ffi")) == fused
+    assert not common.fused_core(cfg("relu", step="dense"))
+    c = cfg("relu", step="ffi")
+    state, x = start_state(c)
+    h = training.config_hyper(c)
+    hlo = jax.jit(lambda s: training.train_step(c, s, x, h)).lower(state).compile().as_text()
+    assert hlo.count("sae_core_fwd") == 1 and hlo.count("sae_core_bwd") == 1
+    assert "sae_core_dx" not in hlo  # the data's gradient is never needed: XLA removed it
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
@@ -78,3 +162,37 @@ def test_a_missing_compiler_is_named(monkeypatch):
     monkeypatch.setattr(sparse_ffi.shutil, "which", lambda name: None)
     with pytest.raises(sparse_ffi.KernelBuildError, match="g\\+\\+"):
         sparse_ffi._compiler()
+
+
+# --------------------------------------------------------------------------- step="auto"
+def _with_window_l0(state, l0):
+    sums = dict(state.metric_sums, l0=jnp.float32(l0 * 4))
+    return state._replace(metric_sums=sums, metric_count=jnp.float32(4))
+
+
+def test_auto_picks_the_step_by_measured_density(monkeypatch):
+    c = cfg("relu", step="auto")
+    state, _ = start_state(c)
+    assert training.step_kind(c, state, "dense") == "dense"  # empty window: keep the current
+    assert training.step_kind(c, state, "ffi") == "ffi"
+    low, high = (training.AUTO_DENSITY * D_SAE * f for f in (0.5, 1.5))
+    assert training.step_kind(c, _with_window_l0(state, low), "dense") == "ffi"
+    assert training.step_kind(c, _with_window_l0(state, high), "ffi") == "dense"
+    assert training.step_kind(cfg("topk", k=16, step="auto"), state, "dense") == "ffi"
+    assert training.step_kind(cfg("topk", k=D_SAE // 2, step="auto"), state, "ffi") == "dense"
+    assert training.auto_uses_ffi(c) and not training.auto_uses_ffi(c, mesh=object())
+    assert not training.auto_uses_ffi(cfg("relu", step="dense"))
+    monkeypatch.setattr(training.jax, "default_backend", lambda: "gpu")
+    assert not training.auto_uses_ffi(c)
+
+
+def test_an_auto_run_moves_to_the_ffi_step_once_sparse_and_tracks_dense():
+    dense_cfg = cfg("relu", l1_coeff=0.1, lr=3e-3)
+    auto_cfg = dense_cfg.replace(step="auto")
+    _, dense_hist = sae.train(dense_cfg, data(), progress=False, log_every=20)
+    _, auto_hist = sae.train(auto_cfg, data(), progress=False, log_every=20)
+    runner = training.runner_for(auto_cfg, False)
+    # a fresh SAE fires on about half its latents (dense step), a trained one on few (ffi)
+    assert dense_hist["l0"][0] > training.AUTO_DENSITY * D_SAE > dense_hist["l0"][-1]
+    assert runner.steps["dense"]._cache_size() == 1 and runner.steps["ffi"]._cache_size() == 1
+    np.testing.assert_allclose(auto_hist["loss"], dense_hist["loss"], rtol=1e-3)

@@ -233,14 +233,47 @@ def _normalise(D):
     return D / safe[:, None] * valid[:, None], valid, safe
 
 
+KERNELS = ("xla", "ffi")
+
+
+def _gp_ffi_scan(Du, valid, y, *, k, n_iterations, support, step, residual, frontier,
+                 precision):
+    """Gradient pursuit (max_topk = 1) with everything after the correlation matmul in one C++
+    kernel per iteration (`interp.sae.sparse_ffi.gp_step`): the same arithmetic as
+    `gradient_pursuit_step`, without the [batch, k, d] gathered atoms or the [batch, n_atoms]
+    blocked mask that XLA materialises on CPU."""
+    from interp.sae import sparse_ffi
+
+    B = y.shape[0]
+    blocked = _open(valid, jnp.float32)
+
+    def body(carry, _):
+        idx, val, used, r = carry
+        g = jnp.matmul(r, Du.T, precision=precision)  # [B, n_atoms] correlations
+        idx, val, used, r = sparse_ffi.gp_step(
+            g, y, r, idx, val, used, blocked, Du, step=None if step == "exact" else step,
+            exact_residual=residual == "exact", nonzero_support=support == "nonzero")
+        return (idx, val, used, r), ((idx, val) if frontier else None)
+
+    start = (jnp.zeros((B, k), jnp.int32), jnp.zeros((B, k), jnp.float32),
+             jnp.zeros((B, k), bool), y)
+    (idx, val, _, _), snaps = jax.lax.scan(body, start, None, length=n_iterations)
+    return snaps if frontier else (idx, val)  # frontier: [T, B, k]
+
+
 @functools.partial(jax.jit, static_argnames=("method", "k", "n_iterations", "max_topk", "support",
                                              "exact_step", "residual", "frontier", "dense_updates",
-                                             "precision"))
+                                             "precision", "kernel", "step_value"))
 def _run(D, y, fixed_step, *, method, k, n_iterations, max_topk, support, exact_step, residual,
-         frontier, dense_updates, precision):
+         frontier, dense_updates, precision, kernel="xla", step_value=0.0):
     Du, valid, norms = _normalise(D.astype(jnp.float32))
     y = y.astype(jnp.float32)
     step = "exact" if exact_step else fixed_step
+    if kernel == "ffi":
+        idx, val = _gp_ffi_scan(Du, valid, y, k=k, n_iterations=n_iterations, support=support,
+                                step="exact" if exact_step else step_value, residual=residual,
+                                frontier=frontier, precision=precision)
+        return idx, val / norms[idx]
 
     def one(y1):
         def body(state, _):
@@ -305,6 +338,26 @@ def _check_precision(precision):
     return precision
 
 
+def _kernel(kernel, max_topk: int) -> str:
+    """"ffi" (C++ iteration kernel; CPU, max_topk = 1) or "xla"; None = "ffi" where it can
+    run (CPU, max_topk = 1, a C++ compiler), else "xla"."""
+    if kernel is None:
+        if max_topk != 1 or jax.default_backend() != "cpu":
+            return "xla"
+        from interp.sae import sparse_ffi
+        return "ffi" if sparse_ffi.available() else "xla"
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {KERNELS} or None")
+    if kernel == "ffi":
+        if max_topk != 1:
+            raise ValueError(f"kernel='ffi' adds one atom per iteration; got max_topk={max_topk}"
+                             " (use kernel='xla')")
+        if jax.default_backend() != "cpu":
+            raise ValueError("kernel='ffi' runs on CPU only (the default backend is "
+                             f"{jax.default_backend()}); use kernel='xla'")
+    return kernel
+
+
 def _dense_default(dense_updates):
     return jax.default_backend() != "cpu" if dense_updates is None else bool(dense_updates)
 
@@ -320,7 +373,8 @@ def _finish(idx, val, lead, ks, frontier):
 def gradient_pursuit(dictionary, x, k: int, *, bias=None, max_topk: int = 1,
                      support: str = "persistent", step="exact", residual: str = "exact",
                      n_iterations: int | None = None, frontier: bool = False,
-                     dense_updates: bool | None = None, precision: str | None = None):
+                     dense_updates: bool | None = None, precision: str | None = None,
+                     kernel: str | None = None):
     """Non-negative gradient pursuit codes for x [..., d] against dictionary [n_atoms, d].
 
     Args:
@@ -340,6 +394,10 @@ def gradient_pursuit(dictionary, x, k: int, *, bias=None, max_topk: int = 1,
         [batch, k, d] are memory-bound) and gather on CPU. Same result up to rounding.
       precision: matmul precision ("highest", "high", "default" or None = JAX's default,
         which on recent NVIDIA GPUs is TF32 for float32: ~1e-4 relative error in the codes).
+      kernel: "xla" (every step in XLA) or "ffi" (CPU, max_topk = 1: the work after each
+        iteration's correlation matmul in one C++ kernel, `interp.sae.sparse_ffi.gp_step`;
+        same arithmetic, summed in another order; measured faster on CPU, see
+        benchmarks/ito.py); None = "ffi" where it can run, else "xla".
 
     Returns `SparseCodes` with leaves [..., k] (or a `Frontier`).
     """
@@ -363,7 +421,8 @@ def gradient_pursuit(dictionary, x, k: int, *, bias=None, max_topk: int = 1,
                     method="gradient_pursuit", k=int(k), n_iterations=T, max_topk=int(max_topk),
                     support=support, exact_step=step == "exact", residual=residual,
                     frontier=frontier, dense_updates=_dense_default(dense_updates),
-                    precision=_check_precision(precision))
+                    precision=_check_precision(precision), kernel=_kernel(kernel, max_topk),
+                    step_value=0.0 if step == "exact" else float(step))
     ks = np.minimum(np.arange(1, T + 1) * max_topk, k)
     return _finish(idx, val, lead, ks, frontier)
 

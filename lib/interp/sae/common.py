@@ -61,6 +61,33 @@ def decode(params: dict, f, cfg: SAEConfig | None = None):
     return sparse.sparse_decode(f, params["W_dec"], mode) + params["b_dec"]
 
 
+# Dead-latent strategies whose loss reads the pre-activations z, which the fused core
+# (`sparse_ffi.sae_core`) does not return: those keep the per-product kernels.
+NEEDS_PRE_ACTIVATIONS = ("ghost", "ghost_scaled", "ghost_all", "auxk")
+
+
+def fused_core(cfg: SAEConfig) -> bool:
+    """Whether a ReLU / top-k forward runs as one fused kernel (step="ffi" on CPU, and a loss
+    that needs only the codes, the reconstruction and the sparsity sum)."""
+    return (cfg.architecture in ("relu", "topk") and cfg.dead_strategy not in NEEDS_PRE_ACTIVATIONS
+            and sparse.use_sparse(cfg.step) == "ffi")
+
+
+def fused_forward(params: dict, x, cfg: SAEConfig) -> dict:
+    """The forward of a ReLU (or top-k) SAE through `sparse_ffi.sae_core`: the same numbers as
+    the architecture's own forward, plus each latent's firing count over the batch."""
+    c = params["b_enc"]
+    if cfg.pre_encoder_bias:
+        c = c - params["b_dec"] @ params["W_enc"]
+    topk = cfg.architecture == "topk"
+    w = jnp.zeros((cfg.d_sae,), jnp.float32) if topk else jnp.broadcast_to(
+        jnp.asarray(sparsity_weights(params, cfg), jnp.float32), c.shape)
+    f, x_hat, sparsity, fire_count = sparse_ffi.sae_core(
+        x, params["W_enc"], c, params["W_dec"], w, cfg.k if topk else 0)
+    return {"f": f, "x_hat": x_hat + params["b_dec"], "sparsity": sparsity,
+            "fire_count": fire_count}
+
+
 # Below this a decoder row counts as zero: it has no direction to project onto or rescale.
 NORM_EPS = 1e-12
 

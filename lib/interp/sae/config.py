@@ -91,12 +91,16 @@ class SAEConfig:
       dense_threshold: a latent firing on more than this fraction of tokens counts as dense.
 
     Compute
-      step: "dense" (XLA matmuls; the reference), "sparse" (decoder forward and the three
-        gradients from the active (token, latent) pairs only, numba kernels on CPU; see
-        `sparse.py`) or "auto" (sparse kernels on CPU, each product falling back to dense BLAS
-        when its codes are denser than `sparse.AUTO_DENSITY`; dense off CPU) or "ffi" (the
-        same sparse products as C++ kernels called by XLA in place, `sparse_ffi.py`; CPU only,
-        dense elsewhere; top-k keeps XLA's top_k). Same numbers up to float rounding.
+      step: "dense" (XLA matmuls; the reference), "ffi" (C++ kernels XLA calls in place,
+        `sparse_ffi.py`: ReLU / top-k SAEs without ghost grads or AuxK run everything after the
+        encoder matmul as one fused kernel per direction, the others the decoder forward and
+        the three gradients from the active (token, latent) pairs; CPU only, dense elsewhere),
+        "auto" (the training driver runs the "ffi" step while the codes' measured density is
+        below `training.AUTO_DENSITY` and the dense step otherwise, re-checked every
+        `training.AUTO_CHECK_EVERY` steps; dense off CPU, under a device mesh, or without a
+        C++ compiler) or "sparse" (the same products as numba kernels through host
+        callbacks; slower than dense here, kept for comparison). Same numbers up to float
+        rounding.
     """
 
     d_in: int

@@ -32,6 +32,8 @@ def encode(params, x, cfg: SAEConfig):
 
 def forward(params, x, cfg: SAEConfig) -> dict:
     """Everything the loss needs, per example."""
+    if common.fused_core(cfg):
+        return common.fused_forward(params, x, cfg)
     z = pre_activations(params, x, cfg)
     f = jax.nn.relu(z)
     x_hat = common.decode(params, f, cfg)

@@ -317,8 +317,9 @@ def single_core() -> bool:
 
 def use_sparse(step: str) -> str | None:
     """The mode of the sparse ops for SAEConfig.step, or None for the dense (XLA) products:
-    "auto" stays dense off CPU (accelerators are fast at dense products) and on a single core;
-    "ffi" (the C++ kernels of `sparse_ffi`) stays dense off CPU.
+    "ffi" (the C++ kernels of `sparse_ffi`) stays dense off CPU; "auto" means dense products
+    here, because `training` compiles an "auto" run as two steps ("dense" and "ffi") and
+    chooses between them by the measured density (`training.step_kind`).
 
     On one core the host callbacks can deadlock: the callback waits for its operands' buffers,
     whose readiness XLA's CPU runtime signals on its worker pool, and with one core that pool's
@@ -333,7 +334,7 @@ def use_sparse(step: str) -> str | None:
         from interp.sae import sparse_ffi
         sparse_ffi._library()  # compiles on first use; KernelBuildError says why it cannot
         return "ffi"
-    if step == "auto" and (jax.default_backend() != "cpu" or single_core()):
+    if step == "auto":  # the training driver picks the dense or the "ffi" step per window
         return None
     if jax.default_backend() == "cpu" and single_core():
         raise ValueError("SAEConfig.step='sparse' needs at least 2 CPU cores: on one core its "

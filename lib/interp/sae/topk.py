@@ -34,6 +34,9 @@ def encode(params, x, cfg: SAEConfig):
 
 
 def forward(params, x, cfg: SAEConfig) -> dict:
+    if common.fused_core(cfg):
+        out = common.fused_forward(params, x, cfg)
+        return {**out, "sparsity": jnp.zeros(x.shape[:-1], x.dtype)}
     z = pre_activations(params, x, cfg)
     f = keep_top_k(z, cfg.k, cfg.step)
     x_hat = common.decode(params, f, cfg)

@@ -107,22 +107,25 @@ def train_step(cfg: SAEConfig, state: TrainState, x, hyper: dict) -> TrainState:
     params["W_dec"] = common.constrain_decoder(params["W_dec"], cfg)
 
     out = aux["out"]
-    active = out["f"] > 0
-    fired = jnp.any(active, axis=0)
+    # tokens on which each latent fired (the fused core counts them in its forward pass)
+    fire_count = out.get("fire_count")
+    if fire_count is None:
+        fire_count = jnp.sum(out["f"] > 0, axis=0).astype(jnp.float32)
+    fire_count = jax.lax.stop_gradient(fire_count)
     err = jnp.sum((x - out["x_hat"]) ** 2, -1)
     var = jnp.sum((x - jnp.mean(x, axis=0)) ** 2, -1)
     step_metrics = {
         "loss": loss, "recon_loss": aux["recon_loss"], "sparsity_loss": aux["sparsity_loss"],
         "dead_loss": aux["dead_loss"], "mse": jnp.mean(err) / state.input_scale**2,
-        "l0": jnp.mean(jnp.sum(active, -1).astype(jnp.float32)),
+        "l0": jnp.sum(fire_count) / x.shape[0],
         "fvu": jnp.sum(err) / jnp.sum(var), "lr": lr,
     }
     finite = jnp.isfinite(loss)
     return TrainState(
         params=params, adam_m=m, adam_v=v, adam_count=count, step=state.step + 1,
         rng=state.rng,
-        steps_since_fired=jnp.where(fired, 0, state.steps_since_fired + 1),
-        fire_count=state.fire_count + jnp.sum(active, axis=0).astype(jnp.float32),
+        steps_since_fired=jnp.where(fire_count > 0, 0, state.steps_since_fired + 1),
+        fire_count=state.fire_count + fire_count,
         window_tokens=state.window_tokens + x.shape[0],
         last_resample_step=state.last_resample_step,
         input_scale=state.input_scale, input_sq_norm=state.input_sq_norm,
@@ -197,24 +200,64 @@ def sweep_member(state: TrainState, i: int) -> TrainState:
 
 
 # --------------------------------------------------------------------------- driver
+# step="auto": the "ffi" step while the codes' density (mean L0 / d_sae over the last window,
+# the densest member of a sweep) is below AUTO_DENSITY, the dense step above it. Measured
+# (benchmarks/sae_train.py, 576 x 2304, batch 512, 8-way sweep, loaded 2-core CPU), ffi / dense
+# step time: 2.05x faster at 2% density, 1.69x at 5%, 1.40x at 10%, 1.10x at 20%, 0.42x at
+# 50% (a fresh ReLU SAE fires about half its latents). So the crossover is near 20%; 0.15
+# keeps a margin.
+AUTO_DENSITY = 0.15
+AUTO_CHECK_EVERY = 20  # steps between density checks (each is one small device-to-host copy)
+
+
+def auto_uses_ffi(cfg: SAEConfig, mesh=None) -> bool:
+    """Whether step="auto" may choose the "ffi" step here: CPU, no device mesh (XLA cannot
+    partition a custom call) and a C++ compiler for the kernels."""
+    if cfg.step != "auto" or mesh is not None or jax.default_backend() != "cpu":
+        return False
+    from . import sparse_ffi
+    return sparse_ffi.available()
+
+
+def step_kind(cfg: SAEConfig, state: TrainState, current: str) -> str:
+    """"ffi" or "dense" for the next steps of an "auto" run, from the mean L0 of the state's
+    current metric window (`current` if the window is empty). Top-k knows its density: k."""
+    if cfg.architecture == "topk":
+        return "ffi" if cfg.k / cfg.d_sae < AUTO_DENSITY else "dense"
+    count = np.asarray(jax.device_get(state.metric_count))
+    if not np.all(count > 0):
+        return current
+    l0 = np.asarray(jax.device_get(state.metric_sums["l0"])) / count
+    return "ffi" if float(np.max(l0)) / cfg.d_sae < AUTO_DENSITY else "dense"
+
+
 class _Runner:
-    """Compiled functions for a single run (vmapped=False) or a stacked sweep."""
+    """Compiled functions for a single run (vmapped=False) or a stacked sweep. `steps` maps
+    "dense" (and, for step="auto" where it can run, "ffi") to a compiled training step; jit
+    compiles each on first use only."""
 
     def __init__(self, cfg: SAEConfig, vmapped: bool, mesh=None):
-        step = lambda s, x, hyper: train_step(cfg, s, x, hyper)  # noqa: E731
+        def compiled_step(c):
+            step = lambda s, x, hyper: train_step(c, s, x, hyper)  # noqa: E731
+            if vmapped:
+                step = jax.vmap(step, in_axes=(0, None, 0))
+            if mesh is not None:
+                step = sharding.constrain_output(step, c, mesh)
+            return jax.jit(step, donate_argnums=0)
+
         resample = lambda s, x: resample_step(cfg, s, x)  # noqa: E731
         summary = lambda s: window_summary(s, cfg)  # noqa: E731
         if vmapped:
-            step = jax.vmap(step, in_axes=(0, None, 0))
             resample = jax.vmap(resample, in_axes=(0, None))
             summary = jax.vmap(summary)
             reset = jax.vmap(reset_window)
         else:
             reset = reset_window
         self.mesh = mesh
-        if mesh is not None:
-                    step = sharding.constrain_output(step, cfg, mesh)
-        self.step = jax.jit(step, donate_argnums=0)
+        self.step = compiled_step(cfg)  # "auto": dense products (sparse.use_sparse)
+        self.steps = {"dense": self.step}
+        if auto_uses_ffi(cfg, mesh):
+            self.steps["ffi"] = compiled_step(cfg.replace(step="ffi"))
         self.resample = jax.jit(resample)
         self.summary = jax.jit(summary)
         self.reset = jax.jit(reset)
@@ -299,6 +342,8 @@ def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, c
                          "lm_sae.train_cached passes one drawn from the store")
     start = int(np.max(np.asarray(state.step)))
     last_good = None
+    auto = "ffi" in runner.steps
+    kind = step_kind(cfg, state, "dense") if auto else "dense"
     with tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress) as bar:
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         for step in range(start, end):
@@ -310,8 +355,10 @@ def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, c
             x = jnp.asarray(x, jnp.float32)
             if runner.mesh is not None:
                 x = sharding.put_batch(x, runner.mesh, cfg.batch_size)
-            state = runner.step(state, x, hyper)
+            state = runner.steps[kind](state, x, hyper)
             done = step + 1
+            if auto and done % AUTO_CHECK_EVERY == 0:
+                kind = step_kind(cfg, state, kind)
             if done in resample_steps:
                 candidates = _resample_candidates(cfg, x, resample_pool,
                                                   resample_steps.index(done))
@@ -322,8 +369,9 @@ def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, c
                 for k, v in summary.items():
                     history.setdefault(k, []).append(np.asarray(v).tolist())
                 state = runner.reset(state)
+                shown = {"step": kind} if auto else {}
                 bar.set_postfix(loss=float(np.mean(summary["loss"])),
-                                l0=float(np.mean(summary["l0"])))
+                                l0=float(np.mean(summary["l0"])), **shown)
             if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
                 _raise_if_nonfinite(state, last_good, sweep)
                 last_good = _save(checkpoint_dir, state, cfg, history, sweep)
