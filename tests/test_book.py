@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -390,13 +391,31 @@ def test_injected_cell_alone_becomes_the_view():
 
 
 def test_timing_table_lists_pages_status_and_total():
-    table = timing_table([PageTiming("ghost_grads", "executed", 61.04),
+    table = timing_table([PageTiming("ghost_grads", "executed", 61.04, sae_training=40.26),
                           PageTiming("ito", "cached", 0.21, 95.0)])
     assert table.splitlines() == [
-        "page         status      wall s  note",
-        "ghost_grads  executed      61.0",
-        "ito          cached         0.2  executed in 95 s when cached",
-        "total                      61.2"]
+        "page         status      wall s  SAE train s  note",
+        "ghost_grads  executed      61.0         40.3",
+        "ito          cached         0.2               executed in 95 s when cached",
+        "total                      61.2         40.3"]
+
+
+def test_sae_training_seconds_sums_the_runs_recorded_since_a_time(tmp_path, monkeypatch):
+    import os
+
+    from interp.book import site
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    runs = tmp_path / "sae-runs"
+    for name, record, age in [("old", '{"seconds": 100.0}', 3600), ("a", '{"seconds": 2.5}', 0),
+                              ("b", '{"seconds": 4.0}', 0), ("bad", "{not json", 0),
+                              ("none", '{"other": 1}', 0)]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "done.json").write_text(record)
+        t = time.time() - age
+        os.utime(runs / name / "done.json", (t, t))
+    assert site.sae_training_seconds(time.time() - 60) == pytest.approx(6.5)
+    assert site.sae_training_seconds(time.time() + 60) == 0.0
 
 
 def test_gather_claims_refuses_a_claim_without_source_or_rule(tmp_path):

@@ -262,12 +262,14 @@ def reference_config(acts: Activations, *, expansion: int = 4, l1_coeff: float =
                      seed: int = 0, **changes) -> sae.SAEConfig:
     """The project's reference ReLU SAE recipe on `acts` (GDM baseline: Adam beta1 = 0, unit
     decoder norms, inputs scaled to E||x|| = sqrt(d), linear LR warm-up over 5% of training).
-    `epochs` passes over the store fix the step count; `changes` override any SAEConfig field."""
+    `epochs` passes over the store fix the step count; `changes` override any SAEConfig field.
+    Trained with step="auto": the dense step while the codes are dense, the C++ sparse kernels
+    (`sae.sparse_ffi`) once they are sparse, on CPU; the same numbers up to float rounding."""
     steps = max(1, int(epochs * (acts.store.num_rows() // batch_size)))
     base = dict(d_in=acts.d_in, d_sae=expansion * acts.d_in, architecture="relu",
                 l1_coeff=l1_coeff, lr=lr, batch_size=batch_size, steps=steps,
                 lr_warmup_steps=max(1, steps // 20), input_normalisation="sqrt_d",
-                dead_window_steps=max(1, min(1000, steps // 4)), seed=seed)
+                dead_window_steps=max(1, min(1000, steps // 4)), seed=seed, step="auto")
     base.update(changes)
     return sae.SAEConfig(**base)
 

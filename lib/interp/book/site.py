@@ -26,7 +26,7 @@ import yaml
 
 from interp.book.execute import NotebookFailed, RunResult, run_notebook
 from interp.book.project import Project
-from interp import headlines
+from interp import cache, headlines
 from interp.claims import SOURCES, VERDICTS, effect_summary, format_value
 
 CLAIMS_MARKER = "<!-- claims-table -->"
@@ -51,6 +51,7 @@ class PageTiming:
     status: str  # "executed", "cached" or "FAILED"
     seconds: float  # wall time in this build
     executed_seconds: float | None = None  # the recorded run time of a cached page
+    sae_training: float | None = None  # seconds of SAE training it recorded (executed pages)
 
 
 @dataclass
@@ -64,6 +65,20 @@ class BuildReport:
     @property
     def executed(self) -> list[str]:
         return [r.notebook.stem for r in self.results if r.executed_now]
+
+
+def sae_training_seconds(since: float) -> float:
+    """Seconds of SAE training that `lm_sae.train_cached` recorded (each run's `done.json` in
+    the cache's "sae-runs") since the time `since`: how much of a page's wall time went into
+    training SAEs (what the sparse kernels of issue #16 speed up). Unreadable records count 0."""
+    total = 0.0
+    for done in (cache.cache_root() / "sae-runs").glob("*/done.json"):
+        try:
+            if done.stat().st_mtime >= since:
+                total += float(json.loads(done.read_text(encoding="utf-8"))["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return total
 
 
 def _recorded_seconds(executed: Path) -> float | None:
@@ -93,7 +108,8 @@ def execute_stale(project: Project, profile: str, force: bool = False) -> BuildR
             continue
         seconds = time.time() - start
         if result.executed_now:
-            report.timings.append(PageTiming(nb.stem, "executed", seconds))
+            report.timings.append(PageTiming(nb.stem, "executed", seconds,
+                                             sae_training=sae_training_seconds(start)))
             state = f"executed in {seconds:.0f} s"
         else:
             recorded = _recorded_seconds(result.executed)
@@ -107,13 +123,16 @@ def execute_stale(project: Project, profile: str, force: bool = False) -> BuildR
 def timing_table(timings: list[PageTiming]) -> str:
     """Each page's wall time in this build, whether it ran or came from cache, and the total."""
     width = max([len(t.page) for t in timings] + [len("total")])
-    lines = [f"{'page':<{width}}  {'status':<8}  {'wall s':>8}  note"]
+    lines = [f"{'page':<{width}}  {'status':<8}  {'wall s':>8}  {'SAE train s':>11}  note"]
     for t in timings:
         note = (f"executed in {t.executed_seconds:.0f} s when cached"
                 if t.executed_seconds is not None else "")
-        lines.append(f"{t.page:<{width}}  {t.status:<8}  {t.seconds:>8.1f}  {note}".rstrip())
+        train = "" if t.sae_training is None else f"{t.sae_training:.1f}"
+        lines.append(f"{t.page:<{width}}  {t.status:<8}  {t.seconds:>8.1f}  {train:>11}  "
+                     f"{note}".rstrip())
     total = sum(t.seconds for t in timings)
-    lines.append(f"{'total':<{width}}  {'':<8}  {total:>8.1f}")
+    train_total = sum(t.sae_training or 0.0 for t in timings)
+    lines.append(f"{'total':<{width}}  {'':<8}  {total:>8.1f}  {train_total:>11.1f}")
     return "\n".join(lines)
 
 
