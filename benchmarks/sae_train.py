@@ -181,6 +181,9 @@ def main():
                    default=["sparse", "ffi"],
                    help="non-dense SAEConfig.step values to compare with the dense step")
     args = p.parse_args()
+    if "auto" in args.steps:
+        p.error("--steps auto: 'auto' switches between the dense and the ffi step during "
+                "training; time those two instead")
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"jax {jax.__version__} on {jax.devices()[0].platform}, numpy {np.__version__}")

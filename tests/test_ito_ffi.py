@@ -65,6 +65,7 @@ def test_ffi_frontier_leading_dims_and_vmap(small_problem):
 def test_ffi_kernel_refuses_what_it_does_not_do_and_is_the_cpu_default(small_problem):
     D, X = small_problem
     assert ito.pursuit._kernel(None, 1) == "ffi" and ito.pursuit._kernel(None, 3) == "xla"
+    assert ito.pursuit._kernel(None, 1, dense_updates=True) == "xla"
     with pytest.raises(ValueError, match="max_topk"):
         ito.gradient_pursuit(D, X, 8, max_topk=2, kernel="ffi")
     with pytest.raises(ValueError, match="unknown kernel"):

@@ -100,16 +100,18 @@ def test_fused_core_equals_its_definition_forward_and_gradients(k):
         close(a, b, f"grad {name}")
 
 
-@pytest.mark.parametrize("batched", ["W_enc", "c"])
-def test_fused_core_under_vmap_per_member_and_shared_operands(batched):
+@pytest.mark.parametrize("batched,k", [("W_enc", 0), ("c", 0), ("x", 0), ("W_enc", 10)])
+def test_fused_core_under_vmap_per_member_and_shared_operands(batched, k):
     (x, W_enc, c, W_dec, w), target = _core_inputs(1)
     stack = {"W_enc": jnp.stack([W_enc * (1 + 0.1 * i) for i in range(3)]),
-             "c": jnp.stack([c + 0.2 * i for i in range(3)])}[batched]
+             "c": jnp.stack([c + 0.2 * i for i in range(3)]),
+             "x": jnp.stack([x * (1 + 0.1 * i) for i in range(3)])}[batched]
 
     def grads(core):
         def one(v):
-            a = (x, v, c, W_dec, w) if batched == "W_enc" else (x, W_enc, v, W_dec, w)
-            return jax.grad(_core_loss(core, target), (1, 2, 3))(*a, 0)
+            a = {"W_enc": (x, v, c, W_dec, w), "c": (x, W_enc, v, W_dec, w),
+                 "x": (v, W_enc, c, W_dec, w)}[batched]
+            return jax.grad(_core_loss(core, target), (1, 2, 3))(*a, k)
         return jax.jit(jax.vmap(one))(stack)
 
     for name, a, b in zip(("W_enc", "c", "W_dec"), grads(sparse_ffi.sae_core),
@@ -165,21 +167,15 @@ def test_a_missing_compiler_is_named(monkeypatch):
 
 
 # --------------------------------------------------------------------------- step="auto"
-def _with_window_l0(state, l0):
-    sums = dict(state.metric_sums, l0=jnp.float32(l0 * 4))
-    return state._replace(metric_sums=sums, metric_count=jnp.float32(4))
-
-
 def test_auto_picks_the_step_by_measured_density(monkeypatch):
     c = cfg("relu", step="auto")
-    state, _ = start_state(c)
-    assert training.step_kind(c, state, "dense") == "dense"  # empty window: keep the current
-    assert training.step_kind(c, state, "ffi") == "ffi"
+    assert training.step_kind(c, None) == "dense"  # nothing measured: a fresh SAE is dense
     low, high = (training.AUTO_DENSITY * D_SAE * f for f in (0.5, 1.5))
-    assert training.step_kind(c, _with_window_l0(state, low), "dense") == "ffi"
-    assert training.step_kind(c, _with_window_l0(state, high), "ffi") == "dense"
-    assert training.step_kind(cfg("topk", k=16, step="auto"), state, "dense") == "ffi"
-    assert training.step_kind(cfg("topk", k=D_SAE // 2, step="auto"), state, "ffi") == "dense"
+    assert training.step_kind(c, np.float32(low)) == "ffi"
+    assert training.step_kind(c, np.float32(high)) == "dense"
+    assert training.step_kind(c, np.array([low, high])) == "dense"  # a sweep: the densest
+    assert training.step_kind(cfg("topk", k=16, step="auto"), None) == "ffi"
+    assert training.step_kind(cfg("topk", k=D_SAE // 2, step="auto"), None) == "dense"
     assert training.auto_uses_ffi(c) and not training.auto_uses_ffi(c, mesh=object())
     assert not training.auto_uses_ffi(cfg("relu", step="dense"))
     monkeypatch.setattr(training.jax, "default_backend", lambda: "gpu")
@@ -196,3 +192,20 @@ def test_an_auto_run_moves_to_the_ffi_step_once_sparse_and_tracks_dense():
     assert dense_hist["l0"][0] > training.AUTO_DENSITY * D_SAE > dense_hist["l0"][-1]
     assert runner.steps["dense"]._cache_size() == 1 and runner.steps["ffi"]._cache_size() == 1
     np.testing.assert_allclose(auto_hist["loss"], dense_hist["loss"], rtol=1e-3)
+
+
+def test_an_auto_run_resumed_or_continued_equals_the_uninterrupted_run(tmp_path):
+    """The kind travels in the history: a resume (checkpoint at step 110, not a check step,
+    after the switch) and a continuation of a finished shorter run take the same steps."""
+    c = cfg("relu", l1_coeff=0.1, lr=3e-3, step="auto")
+    full, full_hist = sae.train(c, data(), progress=False, log_every=20)
+    assert full_hist[training.AUTO_HISTORY_KEY] == ["ffi"]
+    sae.train(c, data(), progress=False, log_every=20, checkpoint_dir=tmp_path / "a",
+              stop_after=110)
+    resumed, _ = sae.resume(tmp_path / "a", data(), progress=False, log_every=20)
+    short, short_hist = sae.train(c.replace(steps=110), data(), progress=False, log_every=20)
+    sae.save_checkpoint(tmp_path / "b", short, c, short_hist)
+    continued, _ = sae.resume(tmp_path / "b", data(), progress=False, log_every=20)
+    for name in full.params:
+        np.testing.assert_array_equal(resumed.params[name], full.params[name])
+        np.testing.assert_array_equal(continued.params[name], full.params[name])

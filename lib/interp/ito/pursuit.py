@@ -338,11 +338,11 @@ def _check_precision(precision):
     return precision
 
 
-def _kernel(kernel, max_topk: int) -> str:
+def _kernel(kernel, max_topk: int, dense_updates=None) -> str:
     """"ffi" (C++ iteration kernel; CPU, max_topk = 1) or "xla"; None = "ffi" where it can
-    run (CPU, max_topk = 1, a C++ compiler), else "xla"."""
+    run (CPU, max_topk = 1, a C++ compiler, `dense_updates` not asked for), else "xla"."""
     if kernel is None:
-        if max_topk != 1 or jax.default_backend() != "cpu":
+        if max_topk != 1 or jax.default_backend() != "cpu" or dense_updates:
             return "xla"
         from interp.sae import sparse_ffi
         return "ffi" if sparse_ffi.available() else "xla"
@@ -390,8 +390,9 @@ def gradient_pursuit(dictionary, x, k: int, *, bias=None, max_topk: int = 1,
       n_iterations: more iterations than ceil(k / max_topk) keep refining the k-atom code.
       frontier: return a `Frontier` with the codes after every iteration.
       dense_updates: form support combinations by a dense matmul with D instead of gathering
-        the k atoms; None picks dense on accelerators (matmuls are cheap, gathers of
-        [batch, k, d] are memory-bound) and gather on CPU. Same result up to rounding.
+        the k atoms (XLA pursuit only; True also selects it); None picks dense on accelerators
+        (matmuls are cheap, gathers of [batch, k, d] are memory-bound) and gather on CPU. Same
+        result up to rounding.
       precision: matmul precision ("highest", "high", "default" or None = JAX's default,
         which on recent NVIDIA GPUs is TF32 for float32: ~1e-4 relative error in the codes).
       kernel: "xla" (every step in XLA) or "ffi" (CPU, max_topk = 1: the work after each
@@ -421,7 +422,8 @@ def gradient_pursuit(dictionary, x, k: int, *, bias=None, max_topk: int = 1,
                     method="gradient_pursuit", k=int(k), n_iterations=T, max_topk=int(max_topk),
                     support=support, exact_step=step == "exact", residual=residual,
                     frontier=frontier, dense_updates=_dense_default(dense_updates),
-                    precision=_check_precision(precision), kernel=_kernel(kernel, max_topk),
+                    precision=_check_precision(precision),
+                    kernel=_kernel(kernel, max_topk, dense_updates),
                     step_value=0.0 if step == "exact" else float(step))
     ks = np.minimum(np.arange(1, T + 1) * max_topk, k)
     return _finish(idx, val, lead, ks, frontier)

@@ -36,8 +36,8 @@ def encoder_matmul(params: dict, x, cfg: SAEConfig):
     """W_enc^T (x - b_dec), computed as x W_enc - b_dec W_enc: the same number, but then the
     gradient with respect to b_dec is a vector-matrix product instead of a sixth
     (batch x d_sae x d_in) matmul, which autodiff of (x - b_dec) W_enc would spend.
-    Under step="sparse"/"auto" the forward stays dense but the weight gradient is computed
-    from the (sparse) cotangent's non-zeros only."""
+    Under step="sparse"/"ffi" the forward stays dense but the weight gradient is computed
+    from the (sparse) cotangent's non-zeros only ("auto" compiles a dense and an "ffi" step)."""
     mode = sparse.use_sparse(cfg.step)
     if mode is None:
         h = x @ params["W_enc"]
@@ -52,7 +52,7 @@ def encoder_matmul(params: dict, x, cfg: SAEConfig):
 
 def decode(params: dict, f, cfg: SAEConfig | None = None):
     """x_hat = W_dec f + b_dec (same for every architecture); with a config whose step is
-    "sparse"/"auto", from f's non-zeros only (`sparse.sparse_decode`)."""
+    "sparse"/"ffi", from f's non-zeros only (`sparse.sparse_decode`, `sparse_ffi`)."""
     mode = None if cfg is None else sparse.use_sparse(cfg.step)
     if mode is None:
         return f @ params["W_dec"] + params["b_dec"]

@@ -43,7 +43,10 @@ from jax.custom_derivatives import SymbolicZero
 from interp import cache
 
 SOURCE = Path(__file__).with_name("sparse_ffi.cc")
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+# -fno-finite-math-only: the kernels use -inf as a mask (gradient pursuit's blocked atoms), which
+# plain -ffast-math would let the compiler assume away
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-shared",
+         "-fPIC", "-std=c++17")
 TARGETS = {"sae_sparse_decode": "SaeDecode", "sae_sparse_masked_dot": "SaeMaskedDot",
            "sae_sparse_outer": "SaeOuter", "sae_sparse_outer_t": "SaeOuterT",
            "sae_sparse_kth_largest": "SaeKthLargest", "sae_core_fwd": "SaeCoreFwd",

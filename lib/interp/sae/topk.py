@@ -17,7 +17,7 @@ pre_activations = relu.pre_activations
 
 def keep_top_k(z, k: int, step: str = "dense"):
     """Zero all but the k largest entries of each row (ties at the k-th value are kept).
-    Under step="sparse"/"auto"/"ffi" on CPU the k-th value comes from a partition kernel
+    Under step="sparse"/"ffi" on CPU the k-th value comes from a partition kernel
     (`sparse.kth_largest`, `sparse_ffi.kth_largest`) instead of XLA's top_k."""
     mode = sparse.use_sparse(step)
     if mode is None:

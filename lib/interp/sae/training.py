@@ -219,16 +219,24 @@ def auto_uses_ffi(cfg: SAEConfig, mesh=None) -> bool:
     return sparse_ffi.available()
 
 
-def step_kind(cfg: SAEConfig, state: TrainState, current: str) -> str:
-    """"ffi" or "dense" for the next steps of an "auto" run, from the mean L0 of the state's
-    current metric window (`current` if the window is empty). Top-k knows its density: k."""
+def step_kind(cfg: SAEConfig, l0) -> str:
+    """"ffi" or "dense" for the next steps of an "auto" run, from the L0 of the last step (per
+    member of a sweep: the densest decides). Top-k knows its density: k / d_sae."""
     if cfg.architecture == "topk":
         return "ffi" if cfg.k / cfg.d_sae < AUTO_DENSITY else "dense"
-    count = np.asarray(jax.device_get(state.metric_count))
-    if not np.all(count > 0):
-        return current
-    l0 = np.asarray(jax.device_get(state.metric_sums["l0"])) / count
-    return "ffi" if float(np.max(l0)) / cfg.d_sae < AUTO_DENSITY else "dense"
+    if l0 is None:  # nothing measured yet: a fresh ReLU SAE fires about half its latents
+        return "dense"
+    return "ffi" if float(np.max(np.asarray(l0))) / cfg.d_sae < AUTO_DENSITY else "dense"
+
+
+def _l0_sum(state: TrainState) -> np.ndarray:
+    return np.asarray(jax.device_get(state.metric_sums["l0"]), np.float64)
+
+
+# The kind an "auto" run is on travels in its history (one-element list), so a run resumed from
+# a checkpoint, or continued (lm_sae.train_cached's continue_from), takes the same steps as an
+# uninterrupted one: each check reads only the step it follows, never a window a resume resets.
+AUTO_HISTORY_KEY = "auto_step"
 
 
 class _Runner:
@@ -343,7 +351,9 @@ def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, c
     start = int(np.max(np.asarray(state.step)))
     last_good = None
     auto = "ffi" in runner.steps
-    kind = step_kind(cfg, state, "dense") if auto else "dense"
+    kind = "dense"
+    if auto:
+        kind = (history.get(AUTO_HISTORY_KEY) or [step_kind(cfg, None)])[-1]
     with tqdm(total=cfg.steps, initial=start, desc=desc, disable=not progress) as bar:
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
         for step in range(start, end):
@@ -355,10 +365,14 @@ def _run(cfg, runner, state, hyper, it, history, *, log_every, checkpoint_dir, c
             x = jnp.asarray(x, jnp.float32)
             if runner.mesh is not None:
                 x = sharding.put_batch(x, runner.mesh, cfg.batch_size)
+            check = auto and (step + 1) % AUTO_CHECK_EVERY == 0
+            before = _l0_sum(state) if check else None
             state = runner.steps[kind](state, x, hyper)
             done = step + 1
-            if auto and done % AUTO_CHECK_EVERY == 0:
-                kind = step_kind(cfg, state, kind)
+            if check:  # the L0 of this step alone (metric sums grow by it)
+                kind = step_kind(cfg, _l0_sum(state) - before)
+            if auto:
+                history[AUTO_HISTORY_KEY] = [kind]
             if done in resample_steps:
                 candidates = _resample_candidates(cfg, x, resample_pool,
                                                   resample_steps.index(done))
