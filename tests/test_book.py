@@ -405,15 +405,21 @@ def test_sae_training_seconds_sums_the_runs_recorded_since_a_time(tmp_path, monk
 
     from interp.book import site
 
+    from interp import cache
+
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
     runs = tmp_path / "sae-runs"
-    for name, record, age in [("old", '{"seconds": 100.0}', 3600), ("a", '{"seconds": 2.5}', 0),
-                              ("b", '{"seconds": 4.0}', 0), ("bad", "{not json", 0),
-                              ("none", '{"other": 1}', 0)]:
+    for name, record, age in [("old", {"seconds": 100.0}, 3600), ("a", {"seconds": 2.5}, 0),
+                              ("b", {"seconds": 4.0}, 0), ("bad", "{not json", 0),
+                              ("none", {"other": 1}, 0)]:
         (runs / name).mkdir(parents=True)
-        (runs / name / "done.json").write_text(record)
+        done = runs / name / "done.json"
+        if isinstance(record, dict):  # what lm_sae.train_cached writes
+            cache.write_checked_json(done, record)
+        else:
+            done.write_text(record)
         t = time.time() - age
-        os.utime(runs / name / "done.json", (t, t))
+        os.utime(done, (t, t))
     assert site.sae_training_seconds(time.time() - 60) == pytest.approx(6.5)
     assert site.sae_training_seconds(time.time() + 60) == 0.0
 

@@ -75,8 +75,8 @@ def sae_training_seconds(since: float) -> float:
     for done in (cache.cache_root() / "sae-runs").glob("*/done.json"):
         try:
             if done.stat().st_mtime >= since:
-                total += float(json.loads(done.read_text(encoding="utf-8"))["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
+                total += float(cache.read_checked_json(done)["seconds"])
+        except (OSError, ValueError, KeyError, TypeError, cache.CorruptCacheError):
             continue
     return total
 
