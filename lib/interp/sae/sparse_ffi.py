@@ -109,10 +109,8 @@ def num_threads() -> int:
 
 
 def _call(target: str, shape, *args, **attributes):
-    _library()
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
-                            vmap_method="expand_dims")(*[a.astype(jnp.float32) for a in args],
-                                                       **attributes)
+    """One float32 output (the per-product kernels); `_core_call` for several."""
+    return _core_call(target, (shape,), *args, **attributes)[0]
 
 
 def decode(f, W):
