@@ -41,6 +41,25 @@ def test_kernels_equal_dense_products_shared_and_per_member():
               jax.lax.top_k(J(z), k)[0][..., -1:], f"k-th largest, k={k}")
 
 
+def test_kth_largest_selection_is_exact_when_its_sample_misses():
+    """The kernel's selection guesses a threshold from every 8th entry; rows whose largest
+    entries all sit on that stride (the guess keeps fewer than k: the whole row is searched),
+    all off it (the guess keeps many), and rows of ties must still give the k-th largest
+    exactly (a selected entry, so equality is exact)."""
+    rng = np.random.default_rng(3)
+    n = 1024
+    random_rows = rng.standard_normal((4, n)).astype(np.float32)
+    on_stride = rng.uniform(-1, 0, (2, n)).astype(np.float32)
+    on_stride[:, 0::8] += 10.0  # the 128 largest entries are exactly the sampled ones
+    off_stride = rng.uniform(-1, 0, (2, n)).astype(np.float32)
+    off_stride[:, 1::8] += 10.0  # none of the 128 largest is sampled
+    ties = np.repeat(rng.integers(0, 3, (2, n // 8)), 8, axis=1).astype(np.float32)
+    z = np.concatenate([random_rows, on_stride, off_stride, ties, np.zeros((1, n), np.float32)])
+    for k in (1, 32, 64, 200, 255, 700):
+        got = np.asarray(sparse_ffi.kth_largest(jnp.asarray(z), k))[:, 0]
+        np.testing.assert_array_equal(got, -np.sort(-z, axis=1)[:, k - 1], err_msg=f"k={k}")
+
+
 @pytest.mark.parametrize("arch,strategy", [("relu", "none"), ("topk", "none"), ("gated", "none"),
                                            ("relu", "ghost_scaled"), ("topk", "auxk"),
                                            ("relu", "resample")])
