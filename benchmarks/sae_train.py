@@ -12,8 +12,9 @@ Timings are medians over a few repeats after a warm-up (compile) call.
 At realistic sparsity (issue #16; `--l0` / `--topk`, skipped with `--no-sparse`): the dense
 and the sparse step (SAEConfig.step) of a ReLU SAE whose encoder bias is set so that L0 is
 32 / 64 / 128 latents per token (a fresh SAE on Gaussian inputs fires half its latents, which
-no trained SAE does), and of top-k SAEs at k = 32 / 64 / 128, each as activations/s and as a
-multiple of the dense ReLU step; then the book's shapes (`--book-d-sae`, `--book-batch`) as an
+no trained SAE does), also with compute_dtype="bfloat16" (`--compute-dtypes`; rows "... bflo"),
+and of top-k SAEs at k = 32 / 64 / 128, each as activations/s and as a multiple of the dense
+ReLU step; then the book's shapes (`--book-d-sae`, `--book-batch`) as an
 8-way vmapped L1 sweep, dense vs sparse, per SAE.
 """
 
@@ -127,8 +128,13 @@ def sparse_table(args, ceiling):
     rows = []
     for l0 in args.l0:
         for step in ("dense", *args.steps):
-            rate, seen = timed_rate(base.replace(step=step), l0, 1, args.repeats)
-            rows.append((f"relu L0={l0}", step, rate, seen))
+            for dtype in ("float32", *args.compute_dtypes):
+                if dtype != "float32" and step == "sparse":
+                    continue  # the numba step is float32 only
+                rate, seen = timed_rate(base.replace(step=step, compute_dtype=dtype), l0, 1,
+                                        args.repeats)
+                label = step if dtype == "float32" else f"{step} {dtype[:4]}"
+                rows.append((f"relu L0={l0}", label, rate, seen))
     for k in args.topk:
         for step in ("dense", *args.steps):
             rate, seen = timed_rate(base.replace(architecture="topk", k=k, step=step), 0, 1,
@@ -138,10 +144,10 @@ def sparse_table(args, ceiling):
     print(f"\nrealistic sparsity, {args.d_in} x {args.d_sae}, batch {args.batch} "
           f"(load {os.getloadavg()[0]:.2f}; multiples of the median dense ReLU step, "
           f"{dense:,.0f} activations/s):")
-    print(f"{'SAE':<14}{'step':<8}{'measured L0':>12}{'activations/s':>16}{'x dense':>9}"
+    print(f"{'SAE':<14}{'step':<10}{'measured L0':>12}{'activations/s':>16}{'x dense':>9}"
           f"{'of ceiling':>12}")
     for name, step, rate, seen in rows:
-        print(f"{name:<14}{step:<8}{seen:>12.1f}{rate:>16,.0f}{rate / dense:>9.2f}"
+        print(f"{name:<14}{step:<10}{seen:>12.1f}{rate:>16,.0f}{rate / dense:>9.2f}"
               f"{rate / ceiling:>12.1%}")
 
 
@@ -180,6 +186,9 @@ def main():
     p.add_argument("--steps", type=lambda t: [v for v in t.split(",") if v],
                    default=["sparse", "ffi"],
                    help="non-dense SAEConfig.step values to compare with the dense step")
+    p.add_argument("--compute-dtypes", type=lambda t: [v for v in t.split(",") if v],
+                   default=["bfloat16"],
+                   help="SAEConfig.compute_dtype values timed besides float32 (ReLU rows)")
     args = p.parse_args()
     if "auto" in args.steps:
         p.error("--steps auto: 'auto' switches between the dense and the ffi step during "

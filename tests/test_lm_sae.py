@@ -157,3 +157,22 @@ def test_training_by_passes_stops_at_the_plateau_and_caches_the_decision(acts, t
     with pytest.raises(ValueError, match="whole number"):
         lm_sae.reference_sae(acts, plateau_tolerance=0.01, epochs=1.5, progress=False)
 
+
+
+def test_run_cache_key_follows_the_sae_python_and_its_cpp_kernels(tmp_path, monkeypatch):
+    """A changed kernel (sparse_ffi.cc) retrains like a changed module; the CLI does not."""
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from interp import sae
+
+    folder = tmp_path / "sae"
+    shutil.copytree(Path(sae.__file__).parent, folder,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(lm_sae, "sae", SimpleNamespace(__file__=str(folder / "__init__.py")))
+    before = lm_sae._sae_source_hash()
+    (folder / "__main__.py").write_text("# edited\n")
+    assert lm_sae._sae_source_hash() == before
+    (folder / "sparse_ffi.cc").write_text((folder / "sparse_ffi.cc").read_text() + "\n// edit\n")
+    assert lm_sae._sae_source_hash() != before

@@ -162,10 +162,12 @@ def _is_stacked(state) -> bool:
 
 
 def _sae_source_hash() -> str:
-    """Training code is part of the cache key: a changed SAE library retrains. The command
-    line (`__main__.py`) trains through the same modules, so editing it retrains nothing."""
+    """Training code is part of the cache key: a changed SAE library (its Python or its C++
+    kernels) retrains. The command line (`__main__.py`) trains through the same modules, so
+    editing it retrains nothing."""
     digest = hashlib.sha256()
-    for f in sorted(Path(sae.__file__).parent.glob("*.py")):
+    folder = Path(sae.__file__).parent
+    for f in sorted([*folder.glob("*.py"), *folder.glob("*.cc")]):
         if f.name != "__main__.py":
             digest.update(f.name.encode() + f.read_bytes())
     return digest.hexdigest()[:16]

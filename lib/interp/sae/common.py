@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import sparse, sparse_ffi
+from . import precision, sparse, sparse_ffi
 from .config import SAEConfig
 
 
@@ -37,12 +37,13 @@ def encoder_matmul(params: dict, x, cfg: SAEConfig):
     gradient with respect to b_dec is a vector-matrix product instead of a sixth
     (batch x d_sae x d_in) matmul, which autodiff of (x - b_dec) W_enc would spend.
     Under step="sparse"/"ffi" the forward stays dense but the weight gradient is computed
-    from the (sparse) cotangent's non-zeros only ("auto" compiles a dense and an "ffi" step)."""
+    from the (sparse) cotangent's non-zeros only ("auto" compiles a dense and an "ffi" step).
+    The dense products take `cfg.compute_dtype`."""
     mode = sparse.use_sparse(cfg.step)
     if mode is None:
-        h = x @ params["W_enc"]
+        h = precision.matmul(x, params["W_enc"], cfg.compute_dtype)
     elif mode == "ffi":
-        h = sparse_ffi.sparse_grad_matmul(x, params["W_enc"])
+        h = sparse_ffi.sparse_grad_matmul(x, params["W_enc"], cfg.compute_dtype)
     else:
         h = sparse.sparse_grad_matmul(x, params["W_enc"], mode)
     if cfg.pre_encoder_bias:
@@ -52,10 +53,12 @@ def encoder_matmul(params: dict, x, cfg: SAEConfig):
 
 def decode(params: dict, f, cfg: SAEConfig | None = None):
     """x_hat = W_dec f + b_dec (same for every architecture); with a config whose step is
-    "sparse"/"ffi", from f's non-zeros only (`sparse.sparse_decode`, `sparse_ffi`)."""
+    "sparse"/"ffi", from f's non-zeros only (`sparse.sparse_decode`, `sparse_ffi`); the dense
+    product takes the config's compute_dtype."""
     mode = None if cfg is None else sparse.use_sparse(cfg.step)
     if mode is None:
-        return f @ params["W_dec"] + params["b_dec"]
+        dtype = "float32" if cfg is None else cfg.compute_dtype
+        return precision.matmul(f, params["W_dec"], dtype) + params["b_dec"]
     if mode == "ffi":
         return sparse_ffi.sparse_decode(f, params["W_dec"]) + params["b_dec"]
     return sparse.sparse_decode(f, params["W_dec"], mode) + params["b_dec"]
@@ -83,7 +86,7 @@ def fused_forward(params: dict, x, cfg: SAEConfig) -> dict:
     w = jnp.zeros((cfg.d_sae,), jnp.float32) if topk else jnp.broadcast_to(
         jnp.asarray(sparsity_weights(params, cfg), jnp.float32), c.shape)
     f, x_hat, sparsity, fire_count = sparse_ffi.sae_core(
-        x, params["W_enc"], c, params["W_dec"], w, cfg.k if topk else 0)
+        x, params["W_enc"], c, params["W_dec"], w, cfg.k if topk else 0, cfg.compute_dtype)
     return {"f": f, "x_hat": x_hat + params["b_dec"], "sparsity": sparsity,
             "fire_count": fire_count}
 

@@ -22,6 +22,7 @@ INPUT_NORMALISATIONS = ("none", "sqrt_d")
 MSE_REDUCTIONS = ("mean", "sum")
 B_DEC_INITS = ("zeros", "mean")
 STEPS = ("dense", "sparse", "auto", "ffi")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Scalar fields that only enter arithmetic inside the jitted step, so a sweep over them can be
 # one vmapped step over stacked parameters (`train_sweep`). `seed` is swept through the init.
@@ -101,6 +102,11 @@ class SAEConfig:
         C++ compiler) or "sparse" (the same products as numba kernels through host
         callbacks; slower than dense here, kept for comparison). Same numbers up to float
         rounding.
+      compute_dtype: "float32" (default) or "bfloat16": the dense (XLA) products take
+        bfloat16-rounded inputs and accumulate in float32, in training and in every encode /
+        decode under this config (`config.replace(compute_dtype="float32")` evaluates a
+        bf16-trained SAE in float32); parameters, Adam state, losses and the ffi kernels'
+        sparse products stay float32 (`precision.py`). Not with step="sparse".
     """
 
     d_in: int
@@ -141,6 +147,7 @@ class SAEConfig:
     aux_k_coeff: float = 1.0 / 32
     dense_threshold: float = 0.1
     step: str = "dense"
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         def bad(name, why):
@@ -161,6 +168,10 @@ class SAEConfig:
         choice("mse_reduction", MSE_REDUCTIONS)
         choice("b_dec_init", B_DEC_INITS)
         choice("step", STEPS)
+        choice("compute_dtype", COMPUTE_DTYPES)
+        if self.compute_dtype != "float32" and self.step == "sparse":
+            bad("compute_dtype", "step='sparse' (numba host callbacks) computes in float32 "
+                "only; use step='dense', 'ffi' or 'auto'")
         for name in ("l1_coeff", "lr", "adam_eps", "aux_k_coeff", "decoder_init_norm"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import registry
+from . import precision, registry
 from .config import SAEConfig
 
 sg = jax.lax.stop_gradient
@@ -54,7 +54,7 @@ def ghost_loss(params, x, z, x_hat, recon, dead, cfg: SAEConfig):
     z = ghost_pre_activations(params, x, z, cfg)
     z_dead = jnp.where(dead, jnp.minimum(z, EXP_CLAMP), 0.0)
     ghost_acts = jnp.where(dead, jnp.exp(z_dead), 0.0)
-    g = ghost_acts @ params["W_dec"]
+    g = precision.matmul(ghost_acts, params["W_dec"], cfg.compute_dtype)
     r = sg(x - x_hat)
     s = sg(jnp.linalg.norm(r, axis=-1) / (2 * jnp.linalg.norm(g, axis=-1) + EPS))
     l0 = jnp.sum((s[..., None] * g - r) ** 2, axis=-1)
@@ -75,7 +75,7 @@ def auxk_loss(params, x, z, x_hat, dead, cfg: SAEConfig):
     kth = jax.lax.top_k(z_dead, k_aux)[0][..., -1:]
     acts = jnp.where(dead & (z_dead >= kth), jax.nn.relu(z), 0.0)
     e = sg(x - x_hat)
-    e_hat = acts @ params["W_dec"]
+    e_hat = precision.matmul(acts, params["W_dec"], cfg.compute_dtype)
     per_example = jnp.sum((e - e_hat) ** 2, -1) / (jnp.sum(e**2, -1) + EPS)
     return jnp.where(jnp.any(dead), jnp.mean(per_example), 0.0)
 

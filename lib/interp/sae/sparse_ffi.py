@@ -41,6 +41,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from interp import cache
+from interp.sae import precision
 
 SOURCE = Path(__file__).with_name("sparse_ffi.cc")
 # -fno-finite-math-only: the kernels use -inf as a mask (gradient pursuit's blocked atoms), which
@@ -161,18 +162,22 @@ def _decode_bwd(res, g):
 sparse_decode.defvjp(_decode_fwd, _decode_bwd)
 
 
-@jax.custom_vjp
-def sparse_grad_matmul(x, W):
-    """x @ W (dense forward, XLA) whose cotangent dz is mostly zero: dW = x^T dz and
-    dx = dz W^T from dz's non-zeros only."""
-    return x @ W
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def sparse_grad_matmul(x, W, compute_dtype="float32"):
+    """x @ W (dense forward, XLA, in `compute_dtype`) whose cotangent dz is mostly zero:
+    dW = x^T dz and dx = dz W^T from dz's non-zeros only (float32)."""
+    return _dense(x, W, compute_dtype)
 
 
-def _matmul_fwd(x, W):
-    return x @ W, (x, W)
+def _dense(x, W, compute_dtype):
+    return precision.matmul(x, W, compute_dtype)
 
 
-def _matmul_bwd(res, dz):
+def _matmul_fwd(x, W, compute_dtype):
+    return _dense(x, W, compute_dtype), (x, W)
+
+
+def _matmul_bwd(compute_dtype, res, dz):
     x, W = res
     return decode(dz, W.T), outer_t(dz, x)
 
@@ -200,19 +205,20 @@ def _row(v):
     return v[..., None, :]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def sae_core(x, W_enc, c, W_dec, w, k: int = 0):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def sae_core(x, W_enc, c, W_dec, w, k: int = 0, compute_dtype: str = "float32"):
     """The fused core of a ReLU (k = 0) or top-k (k > 0) SAE step:
 
         z = x W_enc + c,  f = ReLU(z) (top-k: also z >= its k-th largest),
         returns f, f W_dec (no decoder bias), sum_j f_j w_j per token, and per latent the
         number of tokens where it fired (no gradient).
 
-    The encoder product is XLA's dense matmul; everything after it is one kernel pass over
+    The encoder product is XLA's dense matmul (in `compute_dtype`); everything after it is
+    one kernel pass over
     the pre-activations, and the backward pass is one pass over the codes that computes dz on
     the active pairs only and accumulates every weight gradient from them (`sparse_ffi.cc`):
     none of the (batch, latents) masks and sums XLA would sweep separately."""
-    f, xh, sp, fire = _core_fwd_call(x @ W_enc, c, W_dec, w, k)
+    f, xh, sp, fire = _core_fwd_call(_dense(x, W_enc, compute_dtype), c, W_dec, w, k)
     return f, xh, sp, fire
 
 
@@ -225,9 +231,9 @@ def _core_fwd_call(h, c, W_dec, w, k):
     return f, xh, sp[..., 0], fire[..., 0, :]
 
 
-def _core_fwd(x, W_enc, c, W_dec, w, k):
+def _core_fwd(x, W_enc, c, W_dec, w, k, compute_dtype):
     x, W_enc, c, W_dec, w = (a.value for a in (x, W_enc, c, W_dec, w))
-    f, xh, sp, fire = _core_fwd_call(x @ W_enc, c, W_dec, w, k)
+    f, xh, sp, fire = _core_fwd_call(_dense(x, W_enc, compute_dtype), c, W_dec, w, k)
     return (f, xh, sp, fire), (f, x, W_enc, W_dec, w)
 
 
@@ -235,7 +241,7 @@ def _dense_cotangent(ct, like):
     return jnp.zeros(like.shape, jnp.float32) if isinstance(ct, SymbolicZero) else ct
 
 
-def _core_bwd(k, res, cts):
+def _core_bwd(k, compute_dtype, res, cts):
     f, x, W_enc, W_dec, w = res
     df, dxh, dsp, _ = cts
     dxh = _dense_cotangent(dxh, x)
