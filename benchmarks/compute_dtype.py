@@ -58,11 +58,17 @@ def main():
     import jax
 
     from interp import lm_sae, sae, stats
+    from interp.sae import sparse_ffi
     from interp.sae.state import sweep_configs
 
     acts = lm_sae.activations(n_tokens=args.tokens, heldout_contexts=args.heldout_contexts)
     rows = lm_sae.heldout_activations(acts)
     seeds = list(range(args.seeds))
+    # what only the first arm would pay otherwise: compiling the C++ kernels and reading the
+    # store from disk into the page cache (each arm's time includes its own jit compilation)
+    sparse_ffi.available()
+    for _ in acts.store.batches(acts.site, 1024, seed=0, epoch=0):
+        pass
     runs = {}
     for dtype in DTYPES:  # trained here, not through the run cache: the wall time is measured
         cfg = lm_sae.reference_config(acts, epochs=args.epochs, compute_dtype=dtype)

@@ -12,7 +12,7 @@ Timings are medians over a few repeats after a warm-up (compile) call.
 At realistic sparsity (issue #16; `--l0` / `--topk`, skipped with `--no-sparse`): the dense
 and the sparse step (SAEConfig.step) of a ReLU SAE whose encoder bias is set so that L0 is
 32 / 64 / 128 latents per token (a fresh SAE on Gaussian inputs fires half its latents, which
-no trained SAE does), also with compute_dtype="bfloat16" (`--compute-dtypes`; rows "... bflo"),
+no trained SAE does), also with compute_dtype="bfloat16" (`--compute-dtypes`; rows "... bf16"),
 and of top-k SAEs at k = 32 / 64 / 128, each as activations/s and as a multiple of the dense
 ReLU step; then the book's shapes (`--book-d-sae`, `--book-batch`) as an
 8-way vmapped L1 sweep, dense vs sparse, per SAE.
@@ -31,6 +31,7 @@ import numpy as np
 
 from interp import sae
 from interp.sae import training
+from interp.sae.precision import COMPUTE_DTYPES
 
 
 def best_time(fn, repeats: int) -> float:
@@ -121,6 +122,9 @@ def timed_rate(cfg, l0, n_sweep, repeats, seed=1):
     return n_sweep * cfg.batch_size / t, float(np.mean(sums))
 
 
+DTYPE_LABEL = {"bfloat16": "bf16"}
+
+
 def sparse_table(args, ceiling):
     """Dense vs sparse step at realistic L0, and top-k, as multiples of the dense step."""
     base = sae.SAEConfig(d_in=args.d_in, d_sae=args.d_sae, batch_size=args.batch,
@@ -133,7 +137,7 @@ def sparse_table(args, ceiling):
                     continue  # the numba step is float32 only
                 rate, seen = timed_rate(base.replace(step=step, compute_dtype=dtype), l0, 1,
                                         args.repeats)
-                label = step if dtype == "float32" else f"{step} {dtype[:4]}"
+                label = step if dtype == "float32" else f"{step} {DTYPE_LABEL[dtype]}"
                 rows.append((f"relu L0={l0}", label, rate, seen))
     for k in args.topk:
         for step in ("dense", *args.steps):
@@ -190,6 +194,10 @@ def main():
                    default=["bfloat16"],
                    help="SAEConfig.compute_dtype values timed besides float32 (ReLU rows)")
     args = p.parse_args()
+    unknown = [d for d in args.compute_dtypes if d not in COMPUTE_DTYPES]
+    if unknown:
+        p.error(f"--compute-dtypes {unknown}: allowed {COMPUTE_DTYPES}")
+    args.compute_dtypes = [d for d in args.compute_dtypes if d != "float32"]  # always timed
     if "auto" in args.steps:
         p.error("--steps auto: 'auto' switches between the dense and the ffi step during "
                 "training; time those two instead")

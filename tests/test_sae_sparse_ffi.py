@@ -119,6 +119,25 @@ def test_fused_core_equals_its_definition_forward_and_gradients(k):
         close(a, b, f"grad {name}")
 
 
+@pytest.mark.parametrize("k", [32, 200])
+def test_fused_top_k_selects_exactly_where_the_kernel_samples_its_threshold(k):
+    """At 1024 latents the fused forward picks the k-th value from a strided sample; with
+    one-hot inputs the pre-activations are W_enc's rows + c exactly, so the codes must equal
+    the top-k of those, bit for bit, on rows the sample reads well and rows it misses."""
+    rng = np.random.default_rng(4)
+    d, M = 64, 1024
+    W_enc = rng.standard_normal((d, M)).astype(np.float32)
+    W_enc[:8, 0::8] += 10.0  # rows whose largest entries are exactly the sampled ones
+    W_enc[8:16, 3::8] += 10.0  # rows whose largest entries are all off the sample
+    c = rng.standard_normal(M).astype(np.float32)
+    W_dec = rng.standard_normal((M, d)).astype(np.float32)
+    f, *_ = sparse_ffi.sae_core(jnp.eye(d, dtype=jnp.float32), jnp.asarray(W_enc),
+                                jnp.asarray(c), jnp.asarray(W_dec), jnp.zeros(M, jnp.float32), k)
+    z = W_enc + c
+    kth = -np.sort(-z, axis=1)[:, k - 1:k]
+    np.testing.assert_array_equal(np.asarray(f), np.where((z >= kth) & (z > 0), z, 0.0))
+
+
 @pytest.mark.parametrize("batched,k", [("W_enc", 0), ("c", 0), ("x", 0), ("W_enc", 10)])
 def test_fused_core_under_vmap_per_member_and_shared_operands(batched, k):
     (x, W_enc, c, W_dec, w), target = _core_inputs(1)

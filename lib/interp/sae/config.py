@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .precision import COMPUTE_DTYPES
+
 ARCHITECTURES = ("relu", "gated", "topk")
 DEAD_STRATEGIES = ("none", "resample", "ghost", "ghost_scaled", "ghost_all", "auxk")
 DECODER_NORMS = ("unit", "at_most_one", "free")
@@ -22,7 +24,6 @@ INPUT_NORMALISATIONS = ("none", "sqrt_d")
 MSE_REDUCTIONS = ("mean", "sum")
 B_DEC_INITS = ("zeros", "mean")
 STEPS = ("dense", "sparse", "auto", "ffi")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Scalar fields that only enter arithmetic inside the jitted step, so a sweep over them can be
 # one vmapped step over stacked parameters (`train_sweep`). `seed` is swept through the init.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from . import common, registry
+from . import common, precision, registry
 from .config import SAEConfig
 
 
@@ -33,8 +33,10 @@ class SAE:
         return registry.get(self.config.architecture).encode(self.params, x, self.config)
 
     def decode(self, f):
-        """Reconstruction x_hat = W_dec f + b_dec, shape (..., d_in)."""
-        return common.decode(self.params, f)
+        """Reconstruction x_hat = W_dec f + b_dec, shape (..., d_in), in the config's
+        compute_dtype (always the dense product: decoding arbitrary codes needs no sparsity)."""
+        return (precision.matmul(f, self.params["W_dec"], self.config.compute_dtype)
+                + self.params["b_dec"])
 
     def __call__(self, x):
         return self.decode(self.encode(x))

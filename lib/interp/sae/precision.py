@@ -6,8 +6,9 @@ bfloat16 keeps float32's exponent range and 8 bits of mantissa, so each input of
 is rounded to a relative error <= 2^-9; the sums stay float32. `matmul` applies it to the
 forward product and to both gradient products, so the whole step sees the same rounding.
 On an accelerator (and on CPUs whose XLA kernels take bfloat16, e.g. YNNPACK with
-AVX512-BF16) the products run at the bf16 rate; where XLA has no bf16 kernel for a layout it
-computes the rounded values in float32: the same numbers, at float32 speed.
+AVX512-BF16) the products run at the bf16 rate; where XLA's CPU backend has no bf16 kernel for
+a layout (the weight gradient, which contracts the batch axis) the float32 product of the
+rounded values is taken instead: the same sums up to their order, at the float32 rate.
 """
 
 from __future__ import annotations
@@ -36,25 +37,25 @@ def bf16_matmul(a, b):
 
 
 def _fwd(a, b):
-    a, b = _round(a), _round(b)
-    return _contract_last(a, b, 0), (a, b)
+    return bf16_matmul(a, b), (a, b)
 
 
 def _bwd(res, g):
-    a, b = res
-    g = _round(g)
+    a_in, b_in = res
+    a, b, g = _round(a_in), _round(b_in), _round(g)
     da = _contract_last(g, b, 1)
     a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() == "cpu":  # the default backend is where the step runs here
         # a^T g contracts the batch axis of both: XLA's CPU backend has no bfloat16 kernel for
-        # that layout (it converts, at half the float32 rate), so take the float32 product of
-        # the rounded values; a product of two bfloat16 numbers is exact in float32, so the
-        # sums are the same
+        # that layout (it converts, then runs at about half the float32 rate), so take the
+        # float32 product of the rounded values; a product of two bfloat16 numbers is exact in
+        # float32, so the sums are the same up to their order
         db = a2.astype(jnp.float32).T @ g2.astype(jnp.float32)
     else:
         db = jax.lax.dot_general(a2, g2, (((0,), (0,)), ((), ())),
                                  preferred_element_type=jnp.float32)
-    return da, db
+    # cotangents in the primals' dtypes (float32 in training; bf16 inputs get bf16 back)
+    return da.astype(a_in.dtype), db.astype(b_in.dtype)
 
 
 bf16_matmul.defvjp(_fwd, _bwd)

@@ -183,7 +183,7 @@ ffi::Error OuterTImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> g,
 // each row of 4608 was most of what a top-k step added to a ReLU step.)
 class KthSelector {
  public:
-  float operator()(const float* row, int64_t n, int64_t k) {
+  float operator()(const float* row, int64_t n, int64_t k) {  // 1 <= k <= n (callers check)
     constexpr int64_t kStride = 8;
     int64_t n_sample = n / kStride, rank = 2 * k / kStride + 8;
     if (n_sample >= 64 && rank < n_sample && 4 * k < n) {
