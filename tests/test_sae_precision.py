@@ -9,7 +9,7 @@ import pytest
 
 from interp import sae
 from interp.sae import common, precision, registry, sparse_ffi
-from test_sae_sparse import cfg, data, grads, start_state
+from test_sae_sparse import cfg, grads, loss_curves, start_state
 
 
 def rounded64(a):
@@ -104,10 +104,7 @@ def test_fused_ffi_core_takes_the_encoder_product_in_bf16():
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_bf16_training_follows_the_float32_loss_curve(arch):
-    c32 = cfg(arch)
-    _, h32 = sae.train(c32, data(), progress=False, log_every=20)
-    _, h16 = sae.train(c32.replace(compute_dtype="bfloat16"), data(), progress=False,
-                       log_every=20)
+    h32, h16 = loss_curves(cfg(arch), compute_dtype="bfloat16")
     l32, l16 = np.asarray(h32["loss"]), np.asarray(h16["loss"])
     assert l32[-1] < 0.5 * l32[0]  # it trained
     np.testing.assert_allclose(l16, l32, rtol=2e-2)

@@ -44,6 +44,14 @@ def start_state(c):
     return training.init_state(c, training.input_statistics([x], c), 0), jnp.asarray(x)
 
 
+def loss_curves(reference, **change):
+    """The histories of `reference` and of `reference` with `change`, trained on the same data
+    for its 200 steps, logged every 20."""
+    _, ref_hist = sae.train(reference, data(), progress=False, log_every=20)
+    _, other_hist = sae.train(reference.replace(**change), data(), progress=False, log_every=20)
+    return ref_hist, other_hist
+
+
 def grads(c, state, x):
     dead = jnp.zeros(c.d_sae, bool).at[::7].set(True)  # some dead latents for ghost grads
     def loss(p):
@@ -115,10 +123,7 @@ def assert_step_matches_dense(dense_cfg, other_cfg, check_metrics=True):
 @two_cores
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_200_sparse_steps_track_the_dense_loss_curve(arch):
-    dense_cfg = cfg(arch)
-    _, dense_hist = sae.train(dense_cfg, data(), progress=False, log_every=20)
-    _, sparse_hist = sae.train(dense_cfg.replace(step="sparse"), data(), progress=False,
-                               log_every=20)
+    dense_hist, sparse_hist = loss_curves(cfg(arch), step="sparse")
     assert len(dense_hist["loss"]) == 10
     np.testing.assert_allclose(sparse_hist["loss"], dense_hist["loss"], rtol=1e-3)
     assert dense_hist["loss"][-1] < 0.5 * dense_hist["loss"][0]  # it did train

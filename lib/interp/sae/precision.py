@@ -69,4 +69,3 @@ def matmul(a, b, compute_dtype: str = "float32"):
         return bf16_matmul(a, b)
     raise ValueError(f"compute_dtype={compute_dtype!r}: unknown; allowed: "
                      f"{', '.join(COMPUTE_DTYPES)}")
-

@@ -166,15 +166,11 @@ sparse_decode.defvjp(_decode_fwd, _decode_bwd)
 def sparse_grad_matmul(x, W, compute_dtype="float32"):
     """x @ W (dense forward, XLA, in `compute_dtype`) whose cotangent dz is mostly zero:
     dW = x^T dz and dx = dz W^T from dz's non-zeros only (float32)."""
-    return _dense(x, W, compute_dtype)
-
-
-def _dense(x, W, compute_dtype):
     return precision.matmul(x, W, compute_dtype)
 
 
 def _matmul_fwd(x, W, compute_dtype):
-    return _dense(x, W, compute_dtype), (x, W)
+    return precision.matmul(x, W, compute_dtype), (x, W)
 
 
 def _matmul_bwd(compute_dtype, res, dz):
@@ -214,11 +210,10 @@ def sae_core(x, W_enc, c, W_dec, w, k: int = 0, compute_dtype: str = "float32"):
         number of tokens where it fired (no gradient).
 
     The encoder product is XLA's dense matmul (in `compute_dtype`); everything after it is
-    one kernel pass over
-    the pre-activations, and the backward pass is one pass over the codes that computes dz on
-    the active pairs only and accumulates every weight gradient from them (`sparse_ffi.cc`):
-    none of the (batch, latents) masks and sums XLA would sweep separately."""
-    f, xh, sp, fire = _core_fwd_call(_dense(x, W_enc, compute_dtype), c, W_dec, w, k)
+    one kernel pass over the pre-activations, and the backward pass is one pass over the codes
+    that computes dz on the active pairs only and accumulates every weight gradient from them
+    (`sparse_ffi.cc`): none of the (batch, latents) masks and sums XLA would sweep separately."""
+    f, xh, sp, fire = _core_fwd_call(precision.matmul(x, W_enc, compute_dtype), c, W_dec, w, k)
     return f, xh, sp, fire
 
 
@@ -233,7 +228,7 @@ def _core_fwd_call(h, c, W_dec, w, k):
 
 def _core_fwd(x, W_enc, c, W_dec, w, k, compute_dtype):
     x, W_enc, c, W_dec, w = (a.value for a in (x, W_enc, c, W_dec, w))
-    f, xh, sp, fire = _core_fwd_call(_dense(x, W_enc, compute_dtype), c, W_dec, w, k)
+    f, xh, sp, fire = _core_fwd_call(precision.matmul(x, W_enc, compute_dtype), c, W_dec, w, k)
     return (f, xh, sp, fire), (f, x, W_enc, W_dec, w)
 
 
